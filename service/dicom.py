@@ -1,0 +1,59 @@
+"""Single-frame DICOM decoding with pydicom: modality LUT (rescale slope/intercept), VOI LUT or window,
+MONOCHROME1 inversion, then 8-bit RGB. No tag value ever leaves this function."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+
+def decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode a single-frame DICOM image to an 8-bit RGB array."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from service.preprocessing import _gray_to_rgb, _window_to_uint8
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError, AttributeError):
+        raise BadImageError("could not parse the DICOM file") from None
+    if "PixelData" not in ds:
+        raise BadImageError("DICOM object holds no image")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise BadImageError("multi-frame DICOM is not accepted; send a single slice")
+    rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    if rows * cols > max_pixels:
+        raise PayloadTooLargeError(f"image has {cols}x{rows} pixels, over the limit of {max_pixels}")
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        if "transfer syntax" in str(exc).lower() or "plugin" in str(exc).lower() or "handler" in str(exc).lower():
+            raise UnsupportedMediaTypeError("compressed DICOM transfer syntax not supported") from None
+        raise BadImageError("could not decode the DICOM pixel data") from None
+    except (ValueError, AttributeError, KeyError, TypeError, OSError, EOFError):
+        raise BadImageError("could not decode the DICOM pixel data") from None
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric.startswith("MONOCHROME"):
+        if pixels.ndim != 2:
+            raise BadImageError("unexpected DICOM pixel array shape")
+        values = apply_modality_lut(pixels, ds)
+        values = apply_voi_lut(values, ds, index=0)
+        gray = _window_to_uint8(np.asarray(values))
+        if photometric == "MONOCHROME1":
+            gray = 255 - gray
+        return _gray_to_rgb(gray)
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") and pixels.ndim == 3 and pixels.shape[2] == 3:
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        if pixels.dtype != np.uint8:
+            return _window_to_uint8(pixels)
+        return np.ascontiguousarray(pixels)
+    raise UnsupportedMediaTypeError(f"unsupported DICOM photometric interpretation {photometric}")

@@ -1,0 +1,207 @@
+"""Image decoding and resizing: bytes in, the model's input array out.
+
+Training and serving both call :func:`preprocess`, so the two cannot drift apart. The format is detected from
+the bytes (never from a file name or a declared content type). Every accepted format is converted the same way:
+
+1. decode (JPEG, PNG or single-frame DICOM), refusing images over ``max_pixels`` before the pixels are read;
+2. convert to 8-bit RGB: EXIF orientation applied, transparency composited on black (MRI background),
+   16-bit and DICOM intensities windowed to 0-255, CMYK and palette images converted;
+3. optionally crop to the brain (bounding box of the foreground, with a margin);
+4. pad to a square with black, then resize to ``image_size`` x ``image_size`` (bilinear).
+
+The result is a ``uint8`` array of shape (size, size, 3) with values in [0, 255]; the model normalises inside.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger than any MRI slice, far below a decompression bomb
+MIN_SIDE = 8
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_DICOM_MAGIC_OFFSET = 128
+_OTHER_FORMATS: dict[bytes, str] = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"%PDF": "PDF",
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes a model input; stored in the model's metadata and re-applied by the service."""
+
+    image_size: int = DEFAULT_IMAGE_SIZE
+    crop_brain: bool = False
+    crop_margin: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pad_to_square": True, "resample": "bilinear", "dtype": "float32",
+                "value_range": [0, 255], "channels": "RGB"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        return cls(
+            image_size=int(data.get("image_size", DEFAULT_IMAGE_SIZE)),
+            crop_brain=bool(data.get("crop_brain", False)),
+            crop_margin=float(data.get("crop_margin", 0.05)),
+        )
+
+
+def sniff_format(data: bytes) -> str:
+    """Return ``"JPEG"``, ``"PNG"`` or ``"DICOM"`` from the leading bytes, or raise a 400/415 error."""
+    if not data:
+        raise BadImageError("empty image")
+    if data.startswith(_JPEG_MAGIC):
+        return "JPEG"
+    if data.startswith(_PNG_MAGIC):
+        return "PNG"
+    if len(data) >= _DICOM_MAGIC_OFFSET + 4 and data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "DICOM"
+    for magic, name in _OTHER_FORMATS.items():
+        if data.startswith(magic):
+            raise UnsupportedMediaTypeError(f"unsupported image format {name}; send JPEG, PNG or DICOM")
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        raise UnsupportedMediaTypeError("unsupported image format WEBP; send JPEG, PNG or DICOM")
+    raise UnsupportedMediaTypeError("not a JPEG, PNG or DICOM image")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
+    if min(width, height) < MIN_SIDE:
+        raise BadImageError(f"image is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
+
+
+def _window_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Linearly map an intensity array's [min, max] to [0, 255] (used for >8-bit data)."""
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise BadImageError("image has no finite pixel values")
+    lo, hi = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, lo)
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _gray_to_rgb(_window_to_uint8(np.asarray(image)))
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba)
+    if image.mode == "1":
+        image = image.convert("L")
+    if image.mode == "L":
+        return _gray_to_rgb(np.asarray(image, dtype=np.uint8))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+            _check_pixels(image.width, image.height, max_pixels)
+            if getattr(image, "n_frames", 1) > 1:
+                raise BadImageError("animated or multi-frame images are not accepted")
+            image.load()
+            return _pil_to_rgb(image)
+    except (PayloadTooLargeError, BadImageError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLargeError("image is too large (decompression bomb protection)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise BadImageError(f"could not decode the {fmt} image (corrupt or truncated)") from None
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG, PNG or DICOM bytes to an 8-bit RGB array of the image's own size."""
+    fmt = sniff_format(data)
+    if fmt == "DICOM":
+        from service.dicom import decode_dicom
+
+        rgb = decode_dicom(data, max_pixels=max_pixels)
+    else:
+        rgb = _decode_pil(data, fmt, max_pixels)
+    _check_pixels(rgb.shape[1], rgb.shape[0], max_pixels)
+    return rgb
+
+
+def brain_bounding_box(rgb: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right) of the foreground: rows/columns with enough bright pixels."""
+    gray = rgb.mean(axis=2)
+    peak = float(np.percentile(gray, 99.5))
+    if peak <= 0:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    mask = gray > max(10.0, 0.1 * peak)
+    rows = np.flatnonzero(mask.sum(axis=1) > 0.02 * rgb.shape[1])
+    cols = np.flatnonzero(mask.sum(axis=0) > 0.02 * rgb.shape[0])
+    if rows.size == 0 or cols.size == 0:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    pad_r, pad_c = int(margin * rgb.shape[0]), int(margin * rgb.shape[1])
+    top, bottom = max(0, rows[0] - pad_r), min(rgb.shape[0], rows[-1] + 1 + pad_r)
+    left, right = max(0, cols[0] - pad_c), min(rgb.shape[1], cols[-1] + 1 + pad_c)
+    if (bottom - top) < MIN_SIDE or (right - left) < MIN_SIDE:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    return int(top), int(bottom), int(left), int(right)
+
+
+def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Crop (optionally), pad to square and resize a decoded RGB array to the model's input."""
+    if config.crop_brain:
+        top, bottom, left, right = brain_bounding_box(rgb, config.crop_margin)
+        rgb = rgb[top:bottom, left:right]
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    if height != width:
+        square = np.zeros((side, side, 3), dtype=np.uint8)
+        y0, x0 = (side - height) // 2, (side - width) // 2
+        square[y0 : y0 + height, x0 : x0 + width] = rgb
+        rgb = square
+    size = config.image_size
+    if side != size:
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return rgb
+
+
+def preprocess(data: bytes, config: PreprocessConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes of a JPEG/PNG/DICOM file to a ``uint8`` (size, size, 3) model input."""
+    return to_model_input(decode_image(data, max_pixels=max_pixels), config)
+
+
+def thumbnail(rgb: np.ndarray, side: int = 32) -> np.ndarray:
+    """Standardised grayscale thumbnail used by the duplicate finder (zero mean, unit norm)."""
+    gray = Image.fromarray(rgb).convert("L").resize((side, side), Image.Resampling.BOX)
+    vec = np.asarray(gray, dtype=np.float32).ravel()
+    vec = vec - vec.mean()
+    norm = float(np.linalg.norm(vec))
+    return vec / norm if norm > 0 else vec

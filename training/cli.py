@@ -1,0 +1,40 @@
+"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``serve`` and ``sagemaker``.
+
+``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
+entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
+service's dependencies.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; each one parses its own options."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "train": ("training.train", "Train, calibrate and export a model (SageMaker `train` contract too)."),
+        "evaluate": ("training.evaluate", "Evaluate an exported model on a test folder and write a report."),
+        "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
+        "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
+        "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
+    }
+    if not args or args[0] in ("-h", "--help"):
+        lines = ["usage: mri-classifier {" + ",".join(commands) + "} [options]", ""]
+        lines += [f"  {name:<10} {text}" for name, (_, text) in commands.items()]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in commands:
+        sys.stderr.write(f"mri-classifier: unknown command {name!r}; try --help\n")
+        return 2
+    import importlib
+
+    module = importlib.import_module(commands[name][0])
+    return int(module.run(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Export a trained Keras model as a TF-Serving-style versioned SavedModel with ``metadata.json``.
+
+Layout (what the service loads)::
+
+    <model_dir>/<version>/saved_model.pb, variables/, metadata.json
+
+Signatures:
+
+* ``serving_default``: ``images`` float32 [N, S, S, 3] in [0, 255] -> ``probabilities`` float32 [N, 4]
+  (temperature scaling fitted on validation is built in);
+* ``gradcam``: ``images`` and ``class_index`` int32 [N] (-1 = the predicted class) -> ``probabilities``,
+  ``heatmap`` float32 [N, h, w] in [0, 1] (Grad-CAM on the last convolutional block) and ``class_index``.
+
+A version is written to a hidden temporary folder and renamed into place, so a reader never sees a
+half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training.model import FEATURE_LAYER, LOGITS_LAYER
+
+METADATA_FILE = "metadata.json"
+SERVING_SIGNATURE = "serving_default"
+GRADCAM_SIGNATURE = "gradcam"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest numeric version folder under ``model_dir`` (1 when there is none)."""
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def _serving_parts(model: keras.Model, temperature: float) -> tuple[keras.Model, keras.Model]:
+    """(serving model: images -> calibrated probabilities, cam model: images -> [features, scaled logits])."""
+    logits = model.get_layer(LOGITS_LAYER).output
+    scaled = keras.layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    probs = keras.layers.Softmax(name="calibrated_probabilities")(scaled)
+    serving = keras.Model(model.input, probs, name="serving")
+    features = model.get_layer(FEATURE_LAYER).output
+    cam_model = keras.Model(model.input, [features, scaled], name="gradcam")
+    return serving, cam_model
+
+
+def export_model(
+    model: keras.Model,
+    model_dir: str | os.PathLike[str],
+    metadata: dict[str, Any],
+    temperature: float = 1.0,
+    version: int | None = None,
+) -> Path:
+    """Write ``model`` as ``<model_dir>/<version>/`` atomically and return the version folder."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version if version is not None else next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"model version {final} already exists")
+    size = int(model.input.shape[1])
+    serving, cam_model = _serving_parts(model, temperature)
+    images_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: serving(images, training=False)}
+
+    def gradcam(images: tf.Tensor, class_index: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            features, scaled_logits = cam_model(images, training=False)
+            tape.watch(features)
+            probs = tf.nn.softmax(scaled_logits, axis=-1)
+            predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
+            chosen = tf.where(class_index < 0, predicted, class_index)
+            score = tf.gather(scaled_logits, chosen, batch_dims=1)
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2))
+        cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
+        cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+        return {OUTPUT_NAME: probs, "heatmap": cam, "class_index": chosen}
+
+    archive = keras.export.ExportArchive()
+    archive.track(serving)
+    archive.track(cam_model)
+    archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=[images_spec])
+    archive.add_endpoint(
+        GRADCAM_SIGNATURE, gradcam, input_signature=[images_spec, tf.TensorSpec([None], tf.int32, name="class_index")]
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        meta = {**metadata, "version": version, "temperature": float(temperature),
+                "signatures": {SERVING_SIGNATURE: {"input": INPUT_NAME, "output": OUTPUT_NAME},
+                               GRADCAM_SIGNATURE: {"inputs": [INPUT_NAME, "class_index"],
+                                                   "outputs": [OUTPUT_NAME, "heatmap", "class_index"]}}}
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
