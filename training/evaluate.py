@@ -1,0 +1,154 @@
+"""``mri-classifier evaluate``: run an exported SavedModel over a test folder and write a report.
+
+The report (``metrics.json``, ``predictions.csv`` and PNG plots) covers the raw test folder and its
+de-duplicated subset: the images with no exact or near copy in the training data. Which images have a copy
+comes from ``--train-data`` when given (recomputed), otherwise from the twin list the training job stored in
+the model's metadata for this very test folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.labels import CLASSES
+
+log = logging.getLogger("training.evaluate")
+
+
+def resolve_version_dir(model: Path) -> Path:
+    """``model`` itself when it holds a SavedModel, else its highest numeric version folder."""
+    if (model / "saved_model.pb").is_file():
+        return model
+    versions = sorted((p for p in model.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not versions:
+        raise FileNotFoundError(f"no SavedModel in {model}")
+    return versions[-1]
+
+
+def predict_saved_model(version_dir: Path, images: np.ndarray, batch_size: int = 32,
+                        progress: bool = True) -> np.ndarray:
+    """Probabilities from the SavedModel's serving signature, batch by batch."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from training.export import OUTPUT_NAME, SERVING_SIGNATURE
+
+    fn = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predicting", unit="batch",
+                      disable=not progress, leave=False):
+        batch = tf.constant(images[start : start + batch_size], dtype=tf.float32)
+        out.append(fn(images=batch)[OUTPUT_NAME].numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def _fmt(x: float) -> str:
+    return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """A short text table of the raw and de-duplicated results."""
+    rows = [f"{'subset':<14}{'n':>5}{'acc':>8}{'bal.acc':>9}{'macroF1':>9}{'ECE':>7}  "
+            + "  ".join(f"{c[:10]:>10}" for c in CLASSES)]
+    for key in ("raw", "deduplicated"):
+        m = metrics.get(key)
+        if not m or not m["n"]:
+            continue
+        sens = "  ".join(f"{_fmt(m['per_class'][c]['sensitivity']):>10}" for c in CLASSES)
+        rows.append(f"{key:<14}{m['n']:>5}{_fmt(m['accuracy']):>8}{_fmt(m['balanced_accuracy']):>9}"
+                    f"{_fmt(m['macro_f1']):>9}{_fmt(m['ece_15']):>7}  {sens}")
+    return "\n".join(rows) + "\n(per-class columns: sensitivity)"
+
+
+def evaluate(model: Path, data: Path, out: Path, train_data: Path | None = None, batch_size: int = 32,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate and write the report; returns the metrics dictionary."""
+    from training import data as ds
+    from training.metrics import classification_metrics, reliability_bins
+    from training.plots import write_plots
+
+    from service.preprocessing import PreprocessConfig
+
+    version_dir = resolve_version_dir(Path(model))
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    if metadata.get("classes") != list(CLASSES):
+        raise ValueError(f"model classes {metadata.get('classes')} differ from {list(CLASSES)}")
+    config = PreprocessConfig.from_dict(metadata["preprocessing"])
+    samples, skipped = ds.scan_folder(data, require_all_classes=False)
+    test = ds.load_images(samples, config, skipped, progress=progress, desc="test data")
+    probs = predict_saved_model(version_dir, test.images, batch_size, progress)
+    labels = test.labels
+
+    twin_source: str
+    if train_data is not None:
+        tr_samples, tr_skipped = ds.scan_folder(train_data, require_all_classes=False)
+        train = ds.load_images(tr_samples, config, tr_skipped, progress=progress, desc="training data")
+        threshold = float(metadata.get("training", {}).get("near_threshold", ds.NEAR_THRESHOLD))
+        twins = np.array(ds.find_twins(test, train, threshold))
+        twin_source = f"recomputed against {train_data}"
+    else:
+        stored = metadata.get("data", {}).get("test_twins")
+        if stored and stored.get("folder_fingerprint") == ds.fingerprint(samples):
+            listed = set(stored["files"])
+            twins = np.array([s.rel in listed for s in test.samples])
+            twin_source = "the model's metadata (same test folder fingerprint)"
+        else:
+            twins = None
+            twin_source = "unknown: pass --train-data to report the de-duplicated subset"
+    metrics: dict[str, Any] = {
+        "model": {"name": metadata.get("model_name"), "version": metadata.get("version"),
+                  "path": str(version_dir)},
+        "test_folder": str(data),
+        "skipped_files": [{"file": f, "reason": r} for f, r in test.skipped],
+        "twin_source": twin_source,
+        "raw": classification_metrics(probs, labels),
+        "reliability_raw": reliability_bins(probs, labels),
+    }
+    if twins is not None:
+        keep = ~twins
+        metrics["deduplicated"] = classification_metrics(probs[keep], labels[keep])
+        metrics["deduplicated"]["note"] = "test images with no exact or near copy in the training data"
+        metrics["reliability_deduplicated"] = reliability_bins(probs[keep], labels[keep])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    with (out / "predictions.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "true_label", "predicted_label", *[f"p_{c}" for c in CLASSES], "correct",
+                         "has_training_twin"])
+        for i, s in enumerate(test.samples):
+            pred = int(probs[i].argmax())
+            writer.writerow([s.rel, s.class_name, CLASSES[pred], *[f"{p:.6f}" for p in probs[i]],
+                             int(pred == s.label), "" if twins is None else int(twins[i])])
+    write_plots(out, metrics, probs, labels, twins, metadata.get("history"))
+    sys.stdout.write(summary_table(metrics) + "\n")
+    return metrics
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of ``mri-classifier evaluate``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="mri-classifier evaluate", description=__doc__)
+    p.add_argument("--model", required=True, type=Path, help="model base folder or one version folder")
+    p.add_argument("--data", required=True, type=Path, help="test folder, one sub-folder per class")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument("--train-data", type=Path, help="training folder, to find test images with a copy in it")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args(argv)
+    evaluate(args.model, args.data, args.out, args.train_data, args.batch_size, args.progress)
+    return 0

@@ -1,0 +1,49 @@
+"""``mri-classifier prepare``: de-duplicate and split an image folder into sharded TFRecord files.
+
+``train --data SHARD_DIR`` then reads the shards (locally or from a mounted bucket) instead of the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from service.labels import CLASSES
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of ``mri-classifier prepare``."""
+    from training.records import MANIFEST, write_shards
+    from training.train import TrainConfig, configure_logging, prepare_data
+
+    configure_logging()
+    p = argparse.ArgumentParser(prog="mri-classifier prepare", description=__doc__)
+    p.add_argument("--data", required=True, help="image folder, one sub-folder per class")
+    p.add_argument("--test", help="test folder: its images with a copy in --data are listed in the manifest")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--near-threshold", type=float, default=0.97)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    a = p.parse_args(argv)
+    config = TrainConfig(data=a.data, test=a.test, image_size=a.image_size, crop_brain=a.crop_brain,
+                         val_fraction=a.val_fraction, near_threshold=a.near_threshold, seed=a.seed,
+                         progress=a.progress)
+    data = prepare_data(config)
+    shards = {}
+    for split, images, labels in (("train", data.train_images, data.train_labels),
+                                  ("val", data.val_images, data.val_labels)):
+        groups = list(range(len(labels)))  # representatives only: one image per duplicate group
+        rels = [f"{split}/{i}" for i in range(len(labels))]
+        shards[split] = write_shards(a.out, split, images, labels, groups, rels, a.shard_size)
+    manifest = {**data.info, "classes": list(CLASSES), "preprocessing": config.preprocessing.to_dict(),
+                "seed": a.seed, "val_fraction": a.val_fraction, "shards": shards}
+    (a.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    logging.getLogger("training").info("wrote %d train and %d val shards to %s", len(shards["train"]),
+                                       len(shards["val"]), a.out)
+    return 0

@@ -1,0 +1,422 @@
+"""``mri-classifier train``: de-duplicate, split, train, calibrate, export and (optionally) evaluate.
+
+Started as ``train`` with no options inside a SageMaker training container, it follows the SageMaker
+contract instead (see :mod:`training.sagemaker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.labels import CLASSES, NUM_CLASSES
+from service.preprocessing import PreprocessConfig
+from training.augment import AugmentConfig
+
+log = logging.getLogger("training")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the model's metadata."""
+
+    data: str
+    test: str | None = None
+    model_dir: str = "runs/model"
+    work_dir: str = "runs/work"
+    report_dir: str | None = None
+    model_name: str = "mri-classifier"
+    backbone: str = "efficientnet_b0"
+    weights: str = "none"
+    image_size: int = 224
+    crop_brain: bool = False
+    epochs: int = 30
+    freeze_epochs: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    label_smoothing: float = 0.0
+    dropout: float = 0.3
+    val_fraction: float = 0.2
+    near_threshold: float = 0.97
+    seed: int = 42
+    early_stopping_patience: int = 5
+    reduce_lr_patience: int = 2
+    mixed_precision: bool = False
+    resume: bool = False
+    calibrate: bool = True
+    progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        return PreprocessConfig(image_size=self.image_size, crop_brain=self.crop_brain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``mri-classifier train`` (SageMaker hyperparameters use the same names)."""
+    d = TrainConfig(data="")
+    a = AugmentConfig()
+    p = argparse.ArgumentParser(prog="mri-classifier train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="image folder (one sub-folder per class) or `prepare` shards")
+    p.add_argument("--test", help="held-out test folder, evaluated after export")
+    p.add_argument("--model-dir", default=d.model_dir, help="versioned SavedModels are written under it")
+    p.add_argument("--work-dir", default=d.work_dir, help="checkpoints, cache and history")
+    p.add_argument("--report-dir", help="evaluation report folder (default: <work-dir>/report)")
+    p.add_argument("--model-name", default=d.model_name)
+    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_b0", "efficientnet_lite0", "tiny"])
+    p.add_argument("--weights", default=d.weights,
+                   help="imagenet (needs internet), none (random init, works offline) or a backbone weights file")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=d.crop_brain)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
+                   help="epochs training only the head before fine-tuning (pretrained weights)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--near-threshold", type=float, default=d.near_threshold)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
+    p.add_argument("--reduce-lr-patience", type=int, default=d.reduce_lr_patience)
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
+                   help="float16 compute on GPUs")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --work-dir")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit temperature scaling on the validation split and build it into the export")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    g = p.add_argument_group("augmentation (training data only)")
+    g.add_argument("--flip-left-right", action=argparse.BooleanOptionalAction, default=a.flip_left_right)
+    g.add_argument("--flip-up-down", action=argparse.BooleanOptionalAction, default=a.flip_up_down)
+    for name in ("rotation", "zoom", "translate", "contrast", "brightness", "gamma", "blur_probability",
+                 "noise_std"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
+    return p
+
+
+def config_from_args(argv: list[str]) -> TrainConfig:
+    """Parse ``argv`` into a :class:`TrainConfig`."""
+    ns = vars(build_parser().parse_args(argv))
+    aug_fields = set(AugmentConfig.__dataclass_fields__)
+    augment = AugmentConfig(**{k: ns.pop(k) for k in list(ns) if k in aug_fields})
+    return TrainConfig(**ns, augment=augment)
+
+
+def select_strategy(force_mirrored: bool = False) -> Any:
+    """TensorFlow's own scale-out: MultiWorkerMirrored with ``TF_CONFIG``, Mirrored with several GPUs (or when
+    forced, e.g. a one-device CPU mirror in tests), the default strategy otherwise."""
+    import tensorflow as tf
+
+    from training.sagemaker import tf_config_present
+
+    if tf_config_present():
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if force_mirrored:
+        devices = ["/gpu:0"] if gpus else ["/cpu:0"]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.get_strategy()
+
+
+@dataclass
+class PreparedData:
+    """Train/validation arrays plus what was learnt about the data on the way."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    info: dict[str, Any]
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Read folders (or shards), de-duplicate, split; log the counts."""
+    from training import data as ds
+    from training.records import is_shard_dir, load_split, read_manifest
+
+    source = Path(config.data)
+    if is_shard_dir(source):
+        manifest = read_manifest(source)
+        if int(manifest["preprocessing"]["image_size"]) != config.image_size:
+            raise ValueError(f"shards in {source} are {manifest['preprocessing']['image_size']} px; "
+                             f"train with --image-size {manifest['preprocessing']['image_size']}")
+        if manifest["classes"] != list(CLASSES):
+            raise ValueError(f"shards in {source} have classes {manifest['classes']}, expected {list(CLASSES)}")
+        tr_x, tr_y, _ = load_split(source, "train")
+        va_x, va_y, _ = load_split(source, "val")
+        info = {k: manifest[k] for k in ("fingerprint", "deduplication", "skipped_files", "test_twins")
+                if k in manifest}
+        info["source"] = "tfrecord"
+        return PreparedData(tr_x, tr_y, va_x, va_y, info)
+    samples, skipped = ds.scan_folder(source)
+    loaded = ds.load_images(samples, config.preprocessing, skipped, progress=config.progress, desc="training data")
+    dedup = ds.deduplicate(loaded, config.near_threshold)
+    labels = loaded.labels
+    train_idx, val_idx = ds.stratified_split(dedup.keep, labels, config.val_fraction, config.seed)
+    report = dedup.report(loaded.samples)
+    info: dict[str, Any] = {
+        "source": "folder",
+        "fingerprint": ds.fingerprint(samples),
+        "deduplication": report,
+        "skipped_files": [{"file": f, "reason": r} for f, r in loaded.skipped],
+        "split": {"train": int(len(train_idx)), "val": int(len(val_idx)),
+                  "train_per_class": _per_class(labels[train_idx]), "val_per_class": _per_class(labels[val_idx])},
+    }
+    if config.test:
+        test_samples, test_skipped = ds.scan_folder(config.test, require_all_classes=False)
+        test = ds.load_images(test_samples, config.preprocessing, test_skipped, progress=config.progress,
+                              desc="test data")
+        twins = ds.find_twins(test, loaded, config.near_threshold)
+        info["test_twins"] = {
+            "folder_fingerprint": ds.fingerprint(test_samples),
+            "images": len(test.samples),
+            "with_twin_in_training": int(sum(twins)),
+            "per_class": {CLASSES[c]: int(sum(t for t, s in zip(twins, test.samples, strict=True) if s.label == c))
+                          for c in range(NUM_CLASSES)},
+            "files": [s.rel for s, t in zip(test.samples, twins, strict=True) if t],
+        }
+    _log_data_counts(info, len(samples))
+    split_file = Path(config.work_dir) / "split.json"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    split_file.write_text(json.dumps({
+        "train": [loaded.samples[i].rel for i in train_idx.tolist()],
+        "val": [loaded.samples[i].rel for i in val_idx.tolist()],
+        "groups": {s.rel: int(g) for s, g in zip(loaded.samples, dedup.groups.tolist(), strict=True)},
+    }, indent=1))
+    return PreparedData(loaded.images[train_idx], labels[train_idx], loaded.images[val_idx], labels[val_idx], info)
+
+
+def _per_class(labels: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    return {name: int(counts[i]) for i, name in enumerate(CLASSES)}
+
+
+def _log_data_counts(info: dict[str, Any], total: int) -> None:
+    d = info["deduplication"]
+    lines = [
+        f"images found: {total}; skipped (unreadable or not images): {len(info['skipped_files'])}",
+        f"duplicates: {d['exact_copies_removed']} exact and {d['near_copies_removed']} near copies removed, "
+        f"{d['cross_label_groups']} cross-label groups ({d['cross_label_images_dropped']} images) dropped; "
+        f"{d['kept']} distinct images kept",
+        f"split: train {info['split']['train']} {info['split']['train_per_class']}, "
+        f"val {info['split']['val']} {info['split']['val_per_class']}",
+    ]
+    if "test_twins" in info:
+        t = info["test_twins"]
+        lines.append(f"test: {t['with_twin_in_training']} of {t['images']} images have a copy in training "
+                     f"{t['per_class']}")
+    for line in lines:
+        log.info(line)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, weights: dict[int, float] | None,
+                 augment: AugmentConfig | None, seed: int, label_smoothing: float = 0.0) -> Any:
+    """A batched tf.data pipeline of (float images, one-hot labels, sample weights); augmented when asked."""
+    import tensorflow as tf
+
+    from training.augment import make_augment_fn
+
+    w = np.ones(len(labels), np.float32)
+    if weights:
+        w = np.array([weights[int(y)] for y in labels], np.float32)
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    if label_smoothing:
+        onehot = onehot * (1 - label_smoothing) + label_smoothing / NUM_CLASSES
+    ds = tf.data.Dataset.from_tensor_slices((images, onehot, w))
+    if augment is not None:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(make_augment_fn(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y, w: (tf.cast(x, tf.float32), y, w))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
+    """(name, epochs, learning rate, backbone trainable) for each training phase."""
+    if config.freeze_epochs > 0:
+        return [("head", config.freeze_epochs, config.learning_rate, False),
+                ("finetune", config.epochs, config.fine_tune_learning_rate, True)]
+    return [("train", config.epochs, config.learning_rate, True)]
+
+
+def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, dict[str, list[float]]]:
+    """Train through the phases with early stopping, LR reduction and per-epoch checkpoints (resumable)."""
+    import keras
+
+    from training.data import class_weights
+    from training.model import backbone_layers, build_model
+
+    work = Path(config.work_dir)
+    if not config.resume and work.exists():
+        for sub in ("backup", "phases", "history"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    (work / "phases").mkdir(parents=True, exist_ok=True)
+    (work / "history").mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    weights = class_weights(data.train_labels)
+    log.info("class weights: %s", {CLASSES[k]: round(v, 3) for k, v in weights.items()})
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    train_ds = make_dataset(data.train_images, data.train_labels, global_batch, weights, config.augment,
+                            config.seed, config.label_smoothing)
+    val_ds = make_dataset(data.val_images, data.val_labels, global_batch, None, None, config.seed)
+    with strategy.scope():
+        model = build_model(config.image_size, config.weights, config.backbone, config.dropout)
+    history: dict[str, list[float]] = {}
+    for name, epochs, lr, trainable in _phases(config):
+        done = work / "phases" / f"{name}.weights.h5"
+        for layer in backbone_layers(model):
+            # Pretrained BatchNorm statistics stay frozen while fine-tuning (standard transfer-learning practice).
+            frozen_bn = isinstance(layer, keras.layers.BatchNormalization) and config.weights != "none"
+            layer.trainable = trainable and not frozen_bn
+        with strategy.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(lr),
+                loss=keras.losses.CategoricalCrossentropy(),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            )
+        hist_path = work / "history" / f"{name}.csv"
+        if done.is_file():
+            log.info("phase %s already complete; loading its weights", name)
+            model.load_weights(done)
+        else:
+            callbacks = [
+                keras.callbacks.BackupAndRestore(str(work / "backup" / name), save_freq="epoch"),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                              restore_best_weights=True, verbose=1),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=config.reduce_lr_patience,
+                                                  factor=0.2, min_lr=1e-6, verbose=1),
+                keras.callbacks.CSVLogger(str(hist_path), append=config.resume),
+            ]
+            log.info("phase %s: %d epochs at learning rate %g (backbone %s)", name, epochs, lr,
+                     "trainable" if trainable else "frozen")
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, shuffle=False,
+                      verbose=1 if config.progress else 2)
+            model.save_weights(done)
+        for row in _read_history(hist_path):
+            for key, value in row.items():
+                history.setdefault(key, []).append(value)
+            history.setdefault("phase_index", []).append(float([p[0] for p in _phases(config)].index(name)))
+    return model, history
+
+
+def validation_report(model: Any, data: PreparedData, batch_size: int, calibrate: bool) -> tuple[float, dict]:
+    """Fit the temperature on validation logits; return it and validation metrics before/after."""
+    import keras
+
+    from training.metrics import classification_metrics, fit_temperature, softmax
+    from training.model import LOGITS_LAYER
+
+    logit_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
+    logits = logit_model.predict(data.val_images.astype(np.float32), batch_size=batch_size, verbose=0)
+    temperature = fit_temperature(logits, data.val_labels) if calibrate else 1.0
+    before = classification_metrics(softmax(logits), data.val_labels)
+    after = classification_metrics(softmax(logits, temperature), data.val_labels)
+    return temperature, {"split": "validation (de-duplicated, 20% stratified, fixed seed)",
+                         "temperature": temperature, "uncalibrated": before, "calibrated": after}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shaped the model."""
+    import keras
+    import numpy
+    import PIL
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__, "pillow": PIL.__version__}
+
+
+def train(config: TrainConfig) -> Path:
+    """Run the whole job and return the exported version folder."""
+    import keras
+
+    from training.export import export_model
+
+    started = time.time()
+    if config.mixed_precision:
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            log.warning("--mixed-precision ignored: no GPU")
+    strategy = select_strategy()
+    data = prepare_data(config)
+    model, history = fit(config, data, strategy)
+    temperature, validation = validation_report(model, data, config.batch_size, config.calibrate)
+    v = validation["calibrated"]
+    log.info("validation: accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)", v["accuracy"],
+             v["macro_f1"], validation["uncalibrated"]["ece_15"], v["ece_15"], temperature)
+    cfg = asdict(config)
+    metadata = {
+        "model_name": config.model_name,
+        "classes": list(CLASSES),
+        "input": {"shape": [config.image_size, config.image_size, 3], "dtype": "float32", "range": [0, 255]},
+        "preprocessing": config.preprocessing.to_dict(),
+        "architecture": {"backbone": config.backbone, "weights": config.weights, "dropout": config.dropout,
+                         "parameters": int(model.count_params())},
+        "training": {k: v for k, v in cfg.items() if k not in ("data", "test", "model_dir", "work_dir",
+                                                                "report_dir", "resume", "progress")},
+        "data": data.info,
+        "validation": validation,
+        "history": history,
+        "libraries": library_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_seconds": round(time.time() - started, 1),
+        "strategy": type(strategy).__name__,
+        "intended_use": "research and decision-support demonstration; not a diagnostic device",
+    }
+    version_dir = export_model(model, config.model_dir, metadata, temperature=temperature)
+    log.info("exported %s", version_dir)
+    if config.test:
+        from training.evaluate import evaluate
+
+        report_dir = Path(config.report_dir or Path(config.work_dir) / "report")
+        evaluate(version_dir, Path(config.test), report_dir, progress=config.progress)
+    return version_dir
+
+
+def configure_logging() -> None:
+    """Plain timestamped logs on stderr (no image content is ever logged)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of ``mri-classifier train``."""
+    configure_logging()
+    from training.sagemaker import SageMakerEnv, run_training_job
+
+    if not argv and SageMakerEnv().is_training_job():
+        return run_training_job(SageMakerEnv())
+    config = config_from_args(argv)
+    version_dir = train(config)
+    sys.stdout.write(json.dumps({"model": str(version_dir)}) + "\n")
+    return 0
