@@ -1,0 +1,133 @@
+"""Decoding and resizing shared by training and serving: formats, conversions, limits, DICOM."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.preprocessing import (
+    PreprocessConfig,
+    brain_bounding_box,
+    decode_image,
+    preprocess,
+    sniff_format,
+    to_model_input,
+)
+from tests.synthetic import mri_like
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return mri_like(0, np.random.default_rng(3), 64)
+
+
+def test_png_roundtrip_is_lossless_and_shaped(rgb):
+    out = preprocess(encode(Image.fromarray(rgb), "PNG"), PreprocessConfig(image_size=64))
+    assert out.dtype == np.uint8 and out.shape == (64, 64, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_grayscale_and_rgb_versions_give_the_same_input(rgb):
+    gray = Image.fromarray(rgb[:, :, 0], mode="L")
+    a = preprocess(encode(gray, "PNG"), PreprocessConfig(32))
+    b = preprocess(encode(Image.fromarray(rgb), "PNG"), PreprocessConfig(32))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_16_bit_grayscale_is_windowed_to_8_bit(rgb):
+    sixteen = rgb[:, :, 0].astype(np.uint16) * 16  # 12-bit range
+    out = decode_image(encode(Image.fromarray(sixteen), "PNG"))
+    assert out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
+    assert np.corrcoef(out[:, :, 0].ravel(), rgb[:, :, 0].ravel())[0, 1] > 0.999
+
+
+def test_transparency_is_composited_on_black():
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:8, :, 3] = 255  # top half opaque, bottom half transparent
+    out = decode_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert out[:8].min() == 200 and out[8:].max() == 0
+    palette = Image.fromarray(rgba, "RGBA").convert("P")
+    assert decode_image(encode(palette, "PNG")).shape == (16, 16, 3)
+
+
+def test_cmyk_jpeg_is_converted(rgb):
+    out = decode_image(encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95))
+    assert out.shape == (64, 64, 3) and np.abs(out.astype(int) - rgb).mean() < 12
+
+
+def test_exif_orientation_is_applied():
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :10] = 255  # bright left edge, landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = decode_image(encode(Image.fromarray(img), "JPEG", exif=exif.tobytes(), quality=95))
+    assert out.shape == (40, 20, 3)
+
+
+def test_non_square_images_are_padded_not_stretched():
+    wide = np.full((50, 100, 3), 255, np.uint8)
+    out = to_model_input(wide, PreprocessConfig(image_size=20))
+    assert out.shape == (20, 20, 3)
+    assert out[:4].max() == 0 and out[-4:].max() == 0 and out[10, 10].min() == 255
+
+
+def test_brain_crop_finds_the_foreground():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[30:70, 20:60] = 150
+    top, bottom, left, right = brain_bounding_box(img, margin=0.0)
+    assert (top, bottom, left, right) == (30, 70, 20, 60)
+    out = to_model_input(img, PreprocessConfig(image_size=40, crop_brain=True, crop_margin=0.0))
+    assert out.min() == 150  # only brain left
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", BadImageError),
+        (b"GIF89a" + b"\0" * 20, UnsupportedMediaTypeError),
+        (b"BM" + b"\0" * 40, UnsupportedMediaTypeError),
+        (b"%PDF-1.4", UnsupportedMediaTypeError),
+        (b"RIFF\0\0\0\0WEBPVP8 ", UnsupportedMediaTypeError),
+        (b"<html></html>", UnsupportedMediaTypeError),
+        (b"\xff\xd8\xff\xe0 broken", BadImageError),
+        (b"\x89PNG\r\n\x1a\n broken", BadImageError),
+    ],
+)
+def test_bad_bytes_raise_reasoned_errors(data, error):
+    with pytest.raises(error) as info:
+        preprocess(data, PreprocessConfig(32))
+    assert info.value.reason and len(info.value.reason) < 120
+
+
+def test_truncated_jpeg_is_rejected(rgb):
+    data = encode(Image.fromarray(rgb), "JPEG")
+    with pytest.raises(BadImageError):
+        decode_image(data[: len(data) // 2])
+
+
+def test_pixel_limit_refuses_before_decoding():
+    bomb = encode(Image.new("L", (5000, 5000)), "PNG")
+    assert len(bomb) < 100_000
+    with pytest.raises(PayloadTooLargeError):
+        decode_image(bomb, max_pixels=1_000_000)
+
+
+def test_tiny_images_are_refused():
+    with pytest.raises(BadImageError, match="at least"):
+        decode_image(encode(Image.new("RGB", (1, 1)), "PNG"))
+
+
+def test_format_is_sniffed_from_bytes_not_names(rgb):
+    assert sniff_format(encode(Image.fromarray(rgb), "PNG")) == "PNG"
+    assert sniff_format(encode(Image.fromarray(rgb), "JPEG")) == "JPEG"
