@@ -306,13 +306,14 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
             log.info("phase %s already complete; loading its weights", name)
             model.load_weights(done)
         else:
+            # The history row is written before the epoch's backup, so a resumed run never loses a row.
             callbacks = [
-                keras.callbacks.BackupAndRestore(str(work / "backup" / name), save_freq="epoch"),
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                               restore_best_weights=True, verbose=1),
                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=config.reduce_lr_patience,
                                                   factor=0.2, min_lr=1e-6, verbose=1),
                 keras.callbacks.CSVLogger(str(hist_path), append=config.resume),
+                keras.callbacks.BackupAndRestore(str(work / "backup" / name), save_freq="epoch"),
             ]
             log.info("phase %s: %d epochs at learning rate %g (backbone %s)", name, epochs, lr,
                      "trainable" if trainable else "frozen")
