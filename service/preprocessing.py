@@ -52,8 +52,14 @@ class PreprocessConfig:
     crop_margin: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pad_to_square": True, "resample": "bilinear", "dtype": "float32",
-                "value_range": [0, 255], "channels": "RGB"}
+        return {
+            **asdict(self),
+            "pad_to_square": True,
+            "resample": "bilinear",
+            "dtype": "float32",
+            "value_range": [0, 255],
+            "channels": "RGB",
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:

@@ -19,14 +19,16 @@ def mri_like(cls: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
     cy, cx = 0.5 + rng.uniform(-0.06, 0.06, 2)
     ry, rx = rng.uniform(0.34, 0.44), rng.uniform(0.28, 0.38)
     brain = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) < 1
-    texture = sum(rng.uniform(10, 30) * np.sin(rng.uniform(4, 25) * (np.cos(a) * xx + np.sin(a) * yy)
-                                               + rng.uniform(0, 6)) for a in rng.uniform(0, np.pi, 3))
+    texture = sum(
+        rng.uniform(10, 30) * np.sin(rng.uniform(4, 25) * (np.cos(a) * xx + np.sin(a) * yy) + rng.uniform(0, 6))
+        for a in rng.uniform(0, np.pi, 3)
+    )
     img = np.where(brain, 80 + texture + rng.normal(0, 8, (size, size)), 0)
     if cls == 0:  # glioma: large irregular blob in one hemisphere
         by, bx = cy - 0.12 + rng.uniform(-0.05, 0.05), cx - 0.15 + rng.uniform(-0.05, 0.05)
         img += 140 * (((yy - by) / 0.13) ** 2 + ((xx - bx) / 0.10) ** 2 < 1)
     elif cls == 1:  # meningioma: bright crescent at the edge
-        ring = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+        ring = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
         img += 150 * ((ring > 0.75) & (ring < 1) & (yy < cy))
     elif cls == 3:  # pituitary: small bright spot low in the middle
         img += 170 * (((yy - (cy + 0.22)) / 0.06) ** 2 + ((xx - cx) / 0.06) ** 2 < 1)
@@ -52,8 +54,9 @@ class SyntheticDataset:
     test_twins: list[str] = field(default_factory=list)
 
 
-def make_dataset(root: Path, per_class: int = 24, test_per_class: int = 6, size: int = 96,
-                 seed: int = 0) -> SyntheticDataset:
+def make_dataset(
+    root: Path, per_class: int = 24, test_per_class: int = 6, size: int = 96, seed: int = 0
+) -> SyntheticDataset:
     """Write ``root/train`` and ``root/test`` with planted exact, near and cross-label duplicates."""
     rng = np.random.default_rng(seed)
     train, test = root / "train", root / "test"
@@ -74,7 +77,8 @@ def make_dataset(root: Path, per_class: int = 24, test_per_class: int = 6, size:
         out.near_copies.append((f"{folder}/img_001.jpg", f"{folder}/resized_001.png"))
         # a test image that is a re-encoded training image
         (test / folder / "twin_002.jpg").write_bytes(
-            jpeg_bytes(np.asarray(Image.open(train / folder / "img_002.jpg").convert("RGB")), quality=75))
+            jpeg_bytes(np.asarray(Image.open(train / folder / "img_002.jpg").convert("RGB")), quality=75)
+        )
         out.test_twins.append(f"{folder}/twin_002.jpg")
     # cross-label copy: a glioma image also filed as meningioma
     shutil.copy(train / FOLDERS[0] / "img_003.jpg", train / FOLDERS[1] / "mislabelled_003.jpg")

@@ -165,8 +165,12 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def near_pairs(thumbs_a: np.ndarray, thumbs_b: np.ndarray | None = None, threshold: float = NEAR_THRESHOLD,
-               block: int = 1024) -> list[tuple[int, int]]:
+def near_pairs(
+    thumbs_a: np.ndarray,
+    thumbs_b: np.ndarray | None = None,
+    threshold: float = NEAR_THRESHOLD,
+    block: int = 1024,
+) -> list[tuple[int, int]]:
     """Index pairs whose thumbnail correlation is at least ``threshold`` (within ``a``, or between a and b)."""
     same = thumbs_b is None
     other = thumbs_a if thumbs_b is None else thumbs_b
@@ -216,8 +220,9 @@ class DedupResult:
             "cross_label_groups": len(self.conflicts),
             "cross_label_images_dropped": sum(len(c["members"]) for c in self.conflicts),
             "kept": len(self.keep),
-            "kept_per_class": {CLASSES[k]: int(v) for k, v in sorted(Counter(
-                samples[i].label for i in self.keep.tolist()).items())},
+            "kept_per_class": {
+                CLASSES[k]: int(v) for k, v in sorted(Counter(samples[i].label for i in self.keep.tolist()).items())
+            },
             "cross_label_examples": self.conflicts[:50],
         }
 
@@ -234,8 +239,9 @@ def deduplicate(data: LoadedImages, threshold: float = NEAR_THRESHOLD) -> DedupR
     for idx in members.values():
         labels = {data.samples[i].label for i in idx}
         if len(labels) > 1:
-            conflicts.append({"members": [{"file": data.samples[i].rel, "label": data.samples[i].class_name}
-                                          for i in idx]})
+            conflicts.append(
+                {"members": [{"file": data.samples[i].rel, "label": data.samples[i].class_name} for i in idx]}
+            )
             continue
         keep.append(idx[0])
         rep_hash = data.pixel_hashes[idx[0]]
@@ -247,12 +253,11 @@ def deduplicate(data: LoadedImages, threshold: float = NEAR_THRESHOLD) -> DedupR
     return DedupResult(np.array(sorted(keep), dtype=np.int64), groups, exact, near, conflicts)
 
 
-def stratified_split(indices: np.ndarray, labels: np.ndarray, val_fraction: float = 0.2,
-                     seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    indices: np.ndarray, labels: np.ndarray, val_fraction: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of ``indices`` (one per duplicate group) into train and validation."""
-    train_idx, val_idx = train_test_split(
-        indices, test_size=val_fraction, random_state=seed, stratify=labels[indices]
-    )
+    train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed, stratify=labels[indices])
     return np.sort(train_idx), np.sort(val_idx)
 
 

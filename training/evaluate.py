@@ -34,8 +34,9 @@ def resolve_version_dir(model: Path) -> Path:
     return versions[-1]
 
 
-def predict_saved_model(version_dir: Path, images: np.ndarray, batch_size: int = 32,
-                        progress: bool = True) -> np.ndarray:
+def predict_saved_model(
+    version_dir: Path, images: np.ndarray, batch_size: int = 32, progress: bool = True
+) -> np.ndarray:
     """Probabilities from the SavedModel's serving signature, batch by batch."""
     import tensorflow as tf
     from tqdm import tqdm
@@ -44,8 +45,9 @@ def predict_saved_model(version_dir: Path, images: np.ndarray, batch_size: int =
 
     fn = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predicting", unit="batch",
-                      disable=not progress, leave=False):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="predicting", unit="batch", disable=not progress, leave=False
+    ):
         batch = tf.constant(images[start : start + batch_size], dtype=tf.float32)
         out.append(fn(images=batch)[OUTPUT_NAME].numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
@@ -57,26 +59,35 @@ def _fmt(x: float) -> str:
 
 def summary_table(metrics: dict[str, Any]) -> str:
     """A short text table of the raw and de-duplicated results."""
-    rows = [f"{'subset':<14}{'n':>5}{'acc':>8}{'bal.acc':>9}{'macroF1':>9}{'ECE':>7}  "
-            + "  ".join(f"{c[:10]:>10}" for c in CLASSES)]
+    rows = [
+        f"{'subset':<14}{'n':>5}{'acc':>8}{'bal.acc':>9}{'macroF1':>9}{'ECE':>7}  "
+        + "  ".join(f"{c[:10]:>10}" for c in CLASSES)
+    ]
     for key in ("raw", "deduplicated"):
         m = metrics.get(key)
         if not m or not m["n"]:
             continue
         sens = "  ".join(f"{_fmt(m['per_class'][c]['sensitivity']):>10}" for c in CLASSES)
-        rows.append(f"{key:<14}{m['n']:>5}{_fmt(m['accuracy']):>8}{_fmt(m['balanced_accuracy']):>9}"
-                    f"{_fmt(m['macro_f1']):>9}{_fmt(m['ece_15']):>7}  {sens}")
+        rows.append(
+            f"{key:<14}{m['n']:>5}{_fmt(m['accuracy']):>8}{_fmt(m['balanced_accuracy']):>9}"
+            f"{_fmt(m['macro_f1']):>9}{_fmt(m['ece_15']):>7}  {sens}"
+        )
     return "\n".join(rows) + "\n(per-class columns: sensitivity)"
 
 
-def evaluate(model: Path, data: Path, out: Path, train_data: Path | None = None, batch_size: int = 32,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    model: Path,
+    data: Path,
+    out: Path,
+    train_data: Path | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics dictionary."""
+    from service.preprocessing import PreprocessConfig
     from training import data as ds
     from training.metrics import classification_metrics, reliability_bins
     from training.plots import write_plots
-
-    from service.preprocessing import PreprocessConfig
 
     version_dir = resolve_version_dir(Path(model))
     metadata = json.loads((version_dir / "metadata.json").read_text())
@@ -105,8 +116,11 @@ def evaluate(model: Path, data: Path, out: Path, train_data: Path | None = None,
             twins = None
             twin_source = "unknown: pass --train-data to report the de-duplicated subset"
     metrics: dict[str, Any] = {
-        "model": {"name": metadata.get("model_name"), "version": metadata.get("version"),
-                  "path": str(version_dir)},
+        "model": {
+            "name": metadata.get("model_name"),
+            "version": metadata.get("version"),
+            "path": str(version_dir),
+        },
         "test_folder": str(data),
         "skipped_files": [{"file": f, "reason": r} for f, r in test.skipped],
         "twin_source": twin_source,
@@ -122,12 +136,28 @@ def evaluate(model: Path, data: Path, out: Path, train_data: Path | None = None,
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     with (out / "predictions.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "true_label", "predicted_label", *[f"p_{c}" for c in CLASSES], "correct",
-                         "has_training_twin"])
+        writer.writerow(
+            [
+                "file",
+                "true_label",
+                "predicted_label",
+                *[f"p_{c}" for c in CLASSES],
+                "correct",
+                "has_training_twin",
+            ]
+        )
         for i, s in enumerate(test.samples):
             pred = int(probs[i].argmax())
-            writer.writerow([s.rel, s.class_name, CLASSES[pred], *[f"{p:.6f}" for p in probs[i]],
-                             int(pred == s.label), "" if twins is None else int(twins[i])])
+            writer.writerow(
+                [
+                    s.rel,
+                    s.class_name,
+                    CLASSES[pred],
+                    *[f"{p:.6f}" for p in probs[i]],
+                    int(pred == s.label),
+                    "" if twins is None else int(twins[i]),
+                ]
+            )
     write_plots(out, metrics, probs, labels, twins, metadata.get("history"))
     sys.stdout.write(summary_table(metrics) + "\n")
     return metrics

@@ -38,7 +38,9 @@ OUTPUT_NAME = "probabilities"
 
 def next_version(model_dir: Path) -> int:
     """One more than the highest numeric version folder under ``model_dir`` (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    versions = (
+        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    )
     return max(versions, default=0) + 1
 
 
@@ -93,15 +95,25 @@ def export_model(
     archive.track(cam_model)
     archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=[images_spec])
     archive.add_endpoint(
-        GRADCAM_SIGNATURE, gradcam, input_signature=[images_spec, tf.TensorSpec([None], tf.int32, name="class_index")]
+        GRADCAM_SIGNATURE,
+        gradcam,
+        input_signature=[images_spec, tf.TensorSpec([None], tf.int32, name="class_index")],
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
         archive.write_out(str(tmp), verbose=False)
-        meta = {**metadata, "version": version, "temperature": float(temperature),
-                "signatures": {SERVING_SIGNATURE: {"input": INPUT_NAME, "output": OUTPUT_NAME},
-                               GRADCAM_SIGNATURE: {"inputs": [INPUT_NAME, "class_index"],
-                                                   "outputs": [OUTPUT_NAME, "heatmap", "class_index"]}}}
+        meta = {
+            **metadata,
+            "version": version,
+            "temperature": float(temperature),
+            "signatures": {
+                SERVING_SIGNATURE: {"input": INPUT_NAME, "output": OUTPUT_NAME},
+                GRADCAM_SIGNATURE: {
+                    "inputs": [INPUT_NAME, "class_index"],
+                    "outputs": [OUTPUT_NAME, "heatmap", "class_index"],
+                },
+            },
+        }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, final)
     except BaseException:

@@ -89,9 +89,7 @@ def _mbconv(
         x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name=prefix + "expand_conv")(x)
         x = _bn(prefix + "expand_bn")(x)
         x = _relu6(prefix + "expand_activation")(x)
-    x = keras.layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, name=prefix + "dwconv"
-    )(x)
+    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=prefix + "dwconv")(x)
     x = _bn(prefix + "bn")(x)
     x = _relu6(prefix + "activation")(x)
     x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False, name=prefix + "project_conv")(x)

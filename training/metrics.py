@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in pairwise(edges):
         in_bin = (confidence > lo) & (confidence <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
@@ -45,12 +46,18 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> l
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in pairwise(edges):
         in_bin = (confidence > lo) & (confidence <= hi)
         n = int(in_bin.sum())
-        out.append({"lo": float(lo), "hi": float(hi), "count": n,
-                    "confidence": float(confidence[in_bin].mean()) if n else math.nan,
-                    "accuracy": float(correct[in_bin].mean()) if n else math.nan})
+        out.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": n,
+                "confidence": float(confidence[in_bin].mean()) if n else math.nan,
+                "accuracy": float(correct[in_bin].mean()) if n else math.nan,
+            }
+        )
     return out
 
 
@@ -87,9 +94,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, A
             auroc = float(roc_auc_score(positives, probs[:, c]))
         per_class[name] = {
             "support": tp + fn,
-            "sensitivity": sens, "sensitivity_ci95": wilson_interval(tp, tp + fn),
-            "specificity": spec, "specificity_ci95": wilson_interval(tn, tn + fp),
-            "precision": prec, "precision_ci95": wilson_interval(tp, tp + fp),
+            "sensitivity": sens,
+            "sensitivity_ci95": wilson_interval(tp, tp + fn),
+            "specificity": spec,
+            "specificity_ci95": wilson_interval(tn, tn + fp),
+            "precision": prec,
+            "precision_ci95": wilson_interval(tp, tp + fp),
             "auroc": auroc,
         }
     return {
@@ -97,9 +107,14 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, A
         "accuracy": correct / n if n else math.nan,
         "accuracy_ci95": wilson_interval(correct, n),
         "balanced_accuracy": float(np.mean(recalls)) if recalls else math.nan,
-        "macro_f1": float(f1_score(labels, predicted, labels=list(range(NUM_CLASSES)), average="macro",
-                                   zero_division=0)) if n else math.nan,
-        "log_loss": float(log_loss(labels, np.clip(probs, 1e-7, 1.0), labels=list(range(NUM_CLASSES)))) if n else math.nan,
+        "macro_f1": float(
+            f1_score(labels, predicted, labels=list(range(NUM_CLASSES)), average="macro", zero_division=0)
+        )
+        if n
+        else math.nan,
+        "log_loss": float(log_loss(labels, np.clip(probs, 1e-7, 1.0), labels=list(range(NUM_CLASSES))))
+        if n
+        else math.nan,
         "ece_15": expected_calibration_error(probs, labels, 15),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),

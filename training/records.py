@@ -25,8 +25,15 @@ def _feature_int(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def write_shards(out_dir: Path, split: str, images: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                 rels: list[str], shard_size: int = 256) -> list[str]:
+def write_shards(
+    out_dir: Path,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    rels: list[str],
+    shard_size: int = 256,
+) -> list[str]:
     """Write ``split-XXXXX-of-YYYYY.tfrecord`` files; returns their names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     count = max(1, math.ceil(len(images) / shard_size))
@@ -36,12 +43,16 @@ def write_shards(out_dir: Path, split: str, images: np.ndarray, labels: np.ndarr
         names.append(name)
         with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
             for i in range(shard * shard_size, min(len(images), (shard + 1) * shard_size)):
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "image": _feature_bytes(tf.io.encode_png(images[i]).numpy()),
-                    "label": _feature_int(int(labels[i])),
-                    "group": _feature_int(int(groups[i])),
-                    "path": _feature_bytes(rels[i].encode()),
-                }))
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image": _feature_bytes(tf.io.encode_png(images[i]).numpy()),
+                            "label": _feature_int(int(labels[i])),
+                            "group": _feature_int(int(groups[i])),
+                            "path": _feature_bytes(rels[i].encode()),
+                        }
+                    )
+                )
                 writer.write(example.SerializeToString())
     return names
 
@@ -74,4 +85,3 @@ def load_split(shard_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.
         labels.append(int(ex["label"]))
         groups.append(int(ex["group"]))
     return np.stack(images), np.array(labels, dtype=np.int64), np.array(groups, dtype=np.int64)
-

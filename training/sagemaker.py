@@ -21,8 +21,14 @@ log = logging.getLogger("training.sagemaker")
 
 TF_CONFIG_VAR = "TF_CONFIG"
 # Hyperparameters that are not options of `train` (set by the SageMaker SDK or the platform itself).
-IGNORED_HYPERPARAMETERS = {"sagemaker_program", "sagemaker_submit_directory", "sagemaker_region",
-                           "sagemaker_job_name", "sagemaker_container_log_level", "model_dir"}
+IGNORED_HYPERPARAMETERS = {
+    "sagemaker_program",
+    "sagemaker_submit_directory",
+    "sagemaker_region",
+    "sagemaker_job_name",
+    "sagemaker_container_log_level",
+    "model_dir",
+}
 FAILURE_LIMIT = 1024
 
 
@@ -88,9 +94,17 @@ def run_training_job(env: SageMakerEnv) -> int:
         train_channel = env.channel("train")
         if not train_channel.is_dir():
             raise FileNotFoundError(f"training channel {train_channel} is missing")
-        argv = ["--data", str(train_channel), "--model-dir", str(env.root / "model"),
-                "--work-dir", str(env.root / "checkpoints"), "--report-dir", str(env.root / "output" / "data"),
-                "--no-progress"]
+        argv = [
+            "--data",
+            str(train_channel),
+            "--model-dir",
+            str(env.root / "model"),
+            "--work-dir",
+            str(env.root / "checkpoints"),
+            "--report-dir",
+            str(env.root / "output" / "data"),
+            "--no-progress",
+        ]
         if env.channel("test").is_dir():
             argv += ["--test", str(env.channel("test"))]
         if (env.root / "checkpoints" / "backup").is_dir() or (env.root / "checkpoints" / "phases").is_dir():

@@ -68,9 +68,7 @@ def find_version(model_dir: Path, version: str | None = None) -> Path:
         chosen = max(numeric, key=lambda p: int(p.name))
     else:
         chosen = model_dir / version
-    missing = [
-        name for name in ("saved_model.pb", "variables", "metadata.json") if not (chosen / name).exists()
-    ]
+    missing = [name for name in ("saved_model.pb", "variables", "metadata.json") if not (chosen / name).exists()]
     if missing:
         raise DeployError(f"{chosen} is not a complete exported model: missing {', '.join(missing)}")
     return chosen
@@ -91,7 +89,7 @@ def package_model(model_dir: Path, output: Path, version: str | None = None) -> 
     tmp = output.with_name(output.name + ".tmp")
     with (
         tmp.open("wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for path in [chosen, *_walk(chosen)]:
@@ -156,9 +154,7 @@ class DeploySpec:
         if self.instance_count < 1:
             raise DeployError("--instance-count must be at least 1")
         if not self.instance_type.startswith("ml."):
-            raise DeployError(
-                f"invalid instance type {self.instance_type!r} (SageMaker types start with ml.)"
-            )
+            raise DeployError(f"invalid instance type {self.instance_type!r} (SageMaker types start with ml.)")
 
     def resource_name(self) -> str:
         """Name of this deployment's model and endpoint configuration: ``<endpoint>-<suffix>``, ≤ 63."""
@@ -250,8 +246,7 @@ def invoke(
         raise DeployError("the image is empty")
     if len(body) > PAYLOAD_LIMIT_BYTES:
         raise DeployError(
-            f"the image is {len(body)} bytes; SageMaker real-time endpoints accept at most "
-            f"{PAYLOAD_LIMIT_BYTES} (6 MB)"
+            f"the image is {len(body)} bytes; SageMaker real-time endpoints accept at most {PAYLOAD_LIMIT_BYTES} (6 MB)"
         )
     kwargs: dict[str, Any] = {
         "EndpointName": endpoint_name,
@@ -286,17 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, default=Path("models/mri-classifier"))
     p.add_argument("--version", help="version folder to ship (default: the highest)")
     p.add_argument("--output", type=Path, default=Path("model.tar.gz"))
-    p.add_argument(
-        "--upload", metavar="S3_URI", help="also copy it to s3://bucket/key (or s3://bucket/prefix/)"
-    )
+    p.add_argument("--upload", metavar="S3_URI", help="also copy it to s3://bucket/key (or s3://bucket/prefix/)")
 
     d = sub.add_parser("deploy", help="create model, endpoint configuration and endpoint (or update it)")
     d.add_argument("--endpoint-name", required=True)
     d.add_argument("--image-uri", required=True, help="the service image in ECR (built from docker/)")
     d.add_argument("--model-data", required=True, help="s3://.../model.tar.gz made by `package`")
-    d.add_argument(
-        "--role-arn", required=True, help="execution role SageMaker assumes to pull image and data"
-    )
+    d.add_argument("--role-arn", required=True, help="execution role SageMaker assumes to pull image and data")
     d.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     d.add_argument("--instance-count", type=int, default=1)
     d.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")

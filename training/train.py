@@ -69,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``mri-classifier train`` (SageMaker hyperparameters use the same names)."""
     d = TrainConfig(data="")
     a = AugmentConfig()
-    p = argparse.ArgumentParser(prog="mri-classifier train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mri-classifier train",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="image folder (one sub-folder per class) or `prepare` shards")
     p.add_argument("--test", help="held-out test folder, evaluated after export")
     p.add_argument("--model-dir", default=d.model_dir, help="versioned SavedModels are written under it")
@@ -78,13 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", help="evaluation report folder (default: <work-dir>/report)")
     p.add_argument("--model-name", default=d.model_name)
     p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_b0", "efficientnet_lite0", "tiny"])
-    p.add_argument("--weights", default=d.weights,
-                   help="imagenet (needs internet), none (random init, works offline) or a backbone weights file")
+    p.add_argument(
+        "--weights",
+        default=d.weights,
+        help="imagenet (needs internet), none (random init, works offline) or a backbone weights file",
+    )
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=d.crop_brain)
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
-                   help="epochs training only the head before fine-tuning (pretrained weights)")
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=d.freeze_epochs,
+        help="epochs training only the head before fine-tuning (pretrained weights)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate)
@@ -95,17 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--reduce-lr-patience", type=int, default=d.reduce_lr_patience)
-    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
-                   help="float16 compute on GPUs")
+    p.add_argument(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="float16 compute on GPUs",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --work-dir")
-    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit temperature scaling on the validation split and build it into the export")
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit temperature scaling on the validation split and build it into the export",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     g = p.add_argument_group("augmentation (training data only)")
     g.add_argument("--flip-left-right", action=argparse.BooleanOptionalAction, default=a.flip_left_right)
     g.add_argument("--flip-up-down", action=argparse.BooleanOptionalAction, default=a.flip_up_down)
-    for name in ("rotation", "zoom", "translate", "contrast", "brightness", "gamma", "blur_probability",
-                 "noise_std"):
+    for name in (
+        "rotation",
+        "zoom",
+        "translate",
+        "contrast",
+        "brightness",
+        "gamma",
+        "blur_probability",
+        "noise_std",
+    ):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
     return p
 
@@ -156,16 +182,18 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if is_shard_dir(source):
         manifest = read_manifest(source)
         if int(manifest["preprocessing"]["image_size"]) != config.image_size:
-            raise ValueError(f"shards in {source} are {manifest['preprocessing']['image_size']} px; "
-                             f"train with --image-size {manifest['preprocessing']['image_size']}")
+            raise ValueError(
+                f"shards in {source} are {manifest['preprocessing']['image_size']} px; "
+                f"train with --image-size {manifest['preprocessing']['image_size']}"
+            )
         if manifest["classes"] != list(CLASSES):
             raise ValueError(f"shards in {source} have classes {manifest['classes']}, expected {list(CLASSES)}")
         tr_x, tr_y, _ = load_split(source, "train")
         va_x, va_y, _ = load_split(source, "val")
-        info = {k: manifest[k] for k in ("fingerprint", "deduplication", "skipped_files", "test_twins")
-                if k in manifest}
-        info["source"] = "tfrecord"
-        return PreparedData(tr_x, tr_y, va_x, va_y, info)
+        kept = ("fingerprint", "deduplication", "skipped_files", "split", "test_twins")
+        shard_info: dict[str, Any] = {k: manifest[k] for k in kept if k in manifest}
+        shard_info["source"] = "tfrecord"
+        return PreparedData(tr_x, tr_y, va_x, va_y, shard_info)
     samples, skipped = ds.scan_folder(source)
     loaded = ds.load_images(samples, config.preprocessing, skipped, progress=config.progress, desc="training data")
     dedup = ds.deduplicate(loaded, config.near_threshold)
@@ -177,30 +205,42 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         "fingerprint": ds.fingerprint(samples),
         "deduplication": report,
         "skipped_files": [{"file": f, "reason": r} for f, r in loaded.skipped],
-        "split": {"train": int(len(train_idx)), "val": int(len(val_idx)),
-                  "train_per_class": _per_class(labels[train_idx]), "val_per_class": _per_class(labels[val_idx])},
+        "split": {
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "train_per_class": _per_class(labels[train_idx]),
+            "val_per_class": _per_class(labels[val_idx]),
+        },
     }
     if config.test:
         test_samples, test_skipped = ds.scan_folder(config.test, require_all_classes=False)
-        test = ds.load_images(test_samples, config.preprocessing, test_skipped, progress=config.progress,
-                              desc="test data")
+        test = ds.load_images(
+            test_samples, config.preprocessing, test_skipped, progress=config.progress, desc="test data"
+        )
         twins = ds.find_twins(test, loaded, config.near_threshold)
         info["test_twins"] = {
             "folder_fingerprint": ds.fingerprint(test_samples),
             "images": len(test.samples),
             "with_twin_in_training": int(sum(twins)),
-            "per_class": {CLASSES[c]: int(sum(t for t, s in zip(twins, test.samples, strict=True) if s.label == c))
-                          for c in range(NUM_CLASSES)},
+            "per_class": {
+                CLASSES[c]: int(sum(t for t, s in zip(twins, test.samples, strict=True) if s.label == c))
+                for c in range(NUM_CLASSES)
+            },
             "files": [s.rel for s, t in zip(test.samples, twins, strict=True) if t],
         }
     _log_data_counts(info, len(samples))
     split_file = Path(config.work_dir) / "split.json"
     split_file.parent.mkdir(parents=True, exist_ok=True)
-    split_file.write_text(json.dumps({
-        "train": [loaded.samples[i].rel for i in train_idx.tolist()],
-        "val": [loaded.samples[i].rel for i in val_idx.tolist()],
-        "groups": {s.rel: int(g) for s, g in zip(loaded.samples, dedup.groups.tolist(), strict=True)},
-    }, indent=1))
+    split_file.write_text(
+        json.dumps(
+            {
+                "train": [loaded.samples[i].rel for i in train_idx.tolist()],
+                "val": [loaded.samples[i].rel for i in val_idx.tolist()],
+                "groups": {s.rel: int(g) for s, g in zip(loaded.samples, dedup.groups.tolist(), strict=True)},
+            },
+            indent=1,
+        )
+    )
     return PreparedData(loaded.images[train_idx], labels[train_idx], loaded.images[val_idx], labels[val_idx], info)
 
 
@@ -221,14 +261,22 @@ def _log_data_counts(info: dict[str, Any], total: int) -> None:
     ]
     if "test_twins" in info:
         t = info["test_twins"]
-        lines.append(f"test: {t['with_twin_in_training']} of {t['images']} images have a copy in training "
-                     f"{t['per_class']}")
+        lines.append(
+            f"test: {t['with_twin_in_training']} of {t['images']} images have a copy in training {t['per_class']}"
+        )
     for line in lines:
         log.info(line)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, weights: dict[int, float] | None,
-                 augment: AugmentConfig | None, seed: int, label_smoothing: float = 0.0) -> Any:
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    weights: dict[int, float] | None,
+    augment: AugmentConfig | None,
+    seed: int,
+    label_smoothing: float = 0.0,
+) -> Any:
     """A batched tf.data pipeline of (float images, one-hot labels, sample weights); augmented when asked."""
     import tensorflow as tf
 
@@ -261,8 +309,10 @@ def _read_history(path: Path) -> list[dict[str, float]]:
 def _phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
     """(name, epochs, learning rate, backbone trainable) for each training phase."""
     if config.freeze_epochs > 0:
-        return [("head", config.freeze_epochs, config.learning_rate, False),
-                ("finetune", config.epochs, config.fine_tune_learning_rate, True)]
+        return [
+            ("head", config.freeze_epochs, config.learning_rate, False),
+            ("finetune", config.epochs, config.fine_tune_learning_rate, True),
+        ]
     return [("train", config.epochs, config.learning_rate, True)]
 
 
@@ -283,8 +333,15 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
     weights = class_weights(data.train_labels)
     log.info("class weights: %s", {CLASSES[k]: round(v, 3) for k, v in weights.items()})
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(data.train_images, data.train_labels, global_batch, weights, config.augment,
-                            config.seed, config.label_smoothing)
+    train_ds = make_dataset(
+        data.train_images,
+        data.train_labels,
+        global_batch,
+        weights,
+        config.augment,
+        config.seed,
+        config.label_smoothing,
+    )
     val_ds = make_dataset(data.val_images, data.val_labels, global_batch, None, None, config.seed)
     with strategy.scope():
         model = build_model(config.image_size, config.weights, config.backbone, config.dropout)
@@ -308,17 +365,33 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
         else:
             # The history row is written before the epoch's backup, so a resumed run never loses a row.
             callbacks = [
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                              restore_best_weights=True, verbose=1),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=config.reduce_lr_patience,
-                                                  factor=0.2, min_lr=1e-6, verbose=1),
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss",
+                    patience=config.early_stopping_patience,
+                    restore_best_weights=True,
+                    verbose=1,
+                ),
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", patience=config.reduce_lr_patience, factor=0.2, min_lr=1e-6, verbose=1
+                ),
                 keras.callbacks.CSVLogger(str(hist_path), append=config.resume),
                 keras.callbacks.BackupAndRestore(str(work / "backup" / name), save_freq="epoch"),
             ]
-            log.info("phase %s: %d epochs at learning rate %g (backbone %s)", name, epochs, lr,
-                     "trainable" if trainable else "frozen")
-            model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, shuffle=False,
-                      verbose=1 if config.progress else 2)
+            log.info(
+                "phase %s: %d epochs at learning rate %g (backbone %s)",
+                name,
+                epochs,
+                lr,
+                "trainable" if trainable else "frozen",
+            )
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=1 if config.progress else 2,
+            )
             model.save_weights(done)
         for row in _read_history(hist_path):
             for key, value in row.items():
@@ -339,8 +412,12 @@ def validation_report(model: Any, data: PreparedData, batch_size: int, calibrate
     temperature = fit_temperature(logits, data.val_labels) if calibrate else 1.0
     before = classification_metrics(softmax(logits), data.val_labels)
     after = classification_metrics(softmax(logits, temperature), data.val_labels)
-    return temperature, {"split": "validation (de-duplicated, 20% stratified, fixed seed)",
-                         "temperature": temperature, "uncalibrated": before, "calibrated": after}
+    return temperature, {
+        "split": "validation (de-duplicated, 20% stratified, fixed seed)",
+        "temperature": temperature,
+        "uncalibrated": before,
+        "calibrated": after,
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -350,8 +427,13 @@ def library_versions() -> dict[str, str]:
     import PIL
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def train(config: TrainConfig) -> Path:
@@ -373,18 +455,31 @@ def train(config: TrainConfig) -> Path:
     model, history = fit(config, data, strategy)
     temperature, validation = validation_report(model, data, config.batch_size, config.calibrate)
     v = validation["calibrated"]
-    log.info("validation: accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)", v["accuracy"],
-             v["macro_f1"], validation["uncalibrated"]["ece_15"], v["ece_15"], temperature)
+    log.info(
+        "validation: accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)",
+        v["accuracy"],
+        v["macro_f1"],
+        validation["uncalibrated"]["ece_15"],
+        v["ece_15"],
+        temperature,
+    )
     cfg = asdict(config)
     metadata = {
         "model_name": config.model_name,
         "classes": list(CLASSES),
         "input": {"shape": [config.image_size, config.image_size, 3], "dtype": "float32", "range": [0, 255]},
         "preprocessing": config.preprocessing.to_dict(),
-        "architecture": {"backbone": config.backbone, "weights": config.weights, "dropout": config.dropout,
-                         "parameters": int(model.count_params())},
-        "training": {k: v for k, v in cfg.items() if k not in ("data", "test", "model_dir", "work_dir",
-                                                                "report_dir", "resume", "progress")},
+        "architecture": {
+            "backbone": config.backbone,
+            "weights": config.weights,
+            "dropout": config.dropout,
+            "parameters": int(model.count_params()),
+        },
+        "training": {
+            k: v
+            for k, v in cfg.items()
+            if k not in ("data", "test", "model_dir", "work_dir", "report_dir", "resume", "progress")
+        },
         "data": data.info,
         "validation": validation,
         "history": history,
@@ -406,8 +501,7 @@ def train(config: TrainConfig) -> Path:
 
 def configure_logging() -> None:
     """Plain timestamped logs on stderr (no image content is ever logged)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def run(argv: list[str]) -> int:

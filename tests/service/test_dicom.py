@@ -16,10 +16,19 @@ from service.preprocessing import PreprocessConfig, decode_image, preprocess
 from tests.synthetic import mri_like
 
 
-def make_dicom(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits: int = 16, slope: float = 1.0,
-               intercept: float = 0.0, window: tuple[float, float] | None = None, frames: int = 1,
-               patient: str = "Doe^Jane", transfer_syntax=ExplicitVRLittleEndian,
-               encapsulated: bytes | None = None) -> bytes:
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits: int = 16,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    frames: int = 1,
+    patient: str = "Doe^Jane",
+    transfer_syntax=ExplicitVRLittleEndian,
+    encapsulated: bytes | None = None,
+) -> bytes:
     """A minimal MR image object as a DICOM Part 10 file."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage

@@ -36,4 +36,9 @@ def test_unknown_names_are_refused(name):
 
 
 def test_label_index_follows_the_order():
-    assert [label_index(c) for c in ("glioma_tumor", "meningioma", "notumor", "pituitary_tumor")] == [0, 1, 2, 3]
+    assert [label_index(c) for c in ("glioma_tumor", "meningioma", "notumor", "pituitary_tumor")] == [
+        0,
+        1,
+        2,
+        3,
+    ]

@@ -112,9 +112,7 @@ def test_test_twins_are_found(loaded, synthetic_dataset):
     samples, skipped = scan_folder(synthetic_dataset.test, require_all_classes=False)
     test = load_images(samples, CFG, skipped, progress=False)
     twins = find_twins(test, loaded)
-    assert sorted(s.rel for s, t in zip(test.samples, twins, strict=True) if t) == sorted(
-        synthetic_dataset.test_twins
-    )
+    assert sorted(s.rel for s, t in zip(test.samples, twins, strict=True) if t) == sorted(synthetic_dataset.test_twins)
 
 
 def test_class_weights_are_n_over_k_times_n_c():

@@ -41,13 +41,9 @@ def fake_torch_state(seed: int = 0) -> dict[str, np.ndarray]:
             if spec.expand != 1:
                 state[p + "_expand_conv.weight"] = rng.normal(size=(mid, cin, 1, 1)).astype(np.float32)
                 bn(p + "_bn0.", mid)
-            state[p + "_depthwise_conv.weight"] = rng.normal(size=(mid, 1, spec.kernel, spec.kernel)).astype(
-                np.float32
-            )
+            state[p + "_depthwise_conv.weight"] = rng.normal(size=(mid, 1, spec.kernel, spec.kernel)).astype(np.float32)
             bn(p + "_bn1.", mid)
-            state[p + "_project_conv.weight"] = rng.normal(size=(spec.filters_out, mid, 1, 1)).astype(
-                np.float32
-            )
+            state[p + "_project_conv.weight"] = rng.normal(size=(spec.filters_out, mid, 1, 1)).astype(np.float32)
             bn(p + "_bn2.", spec.filters_out)
             i += 1
     assert i == 16

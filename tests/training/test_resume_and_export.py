@@ -18,10 +18,31 @@ from training.model import build_model
 
 
 def _train_cmd(dataset, out: Path, epochs: int, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "training.cli", "train", "--data", str(dataset.train),
-           "--model-dir", str(out / "model"), "--work-dir", str(out / "work"), "--epochs", str(epochs),
-           "--image-size", "32", "--batch-size", "2", "--backbone", "tiny", "--weights", "none",
-           "--early-stopping-patience", "50", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "train",
+        "--data",
+        str(dataset.train),
+        "--model-dir",
+        str(out / "model"),
+        "--work-dir",
+        str(out / "work"),
+        "--epochs",
+        str(epochs),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--backbone",
+        "tiny",
+        "--weights",
+        "none",
+        "--early-stopping-patience",
+        "50",
+        "--no-progress",
+    ]
     return [*cmd, "--resume"] if resume else cmd
 
 
@@ -29,8 +50,13 @@ def _train_cmd(dataset, out: Path, epochs: int, resume: bool) -> list[str]:
 def test_killed_training_resumes_from_the_last_epoch(tmp_path, synthetic_dataset):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     epochs = 5
-    proc = subprocess.Popen(_train_cmd(synthetic_dataset, tmp_path, epochs, False), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _train_cmd(synthetic_dataset, tmp_path, epochs, False),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     meta = tmp_path / "work" / "backup" / "train" / "training_metadata.json"
     deadline = time.time() + 240
     try:
@@ -46,8 +72,13 @@ def test_killed_training_resumes_from_the_last_epoch(tmp_path, synthetic_dataset
     assert 2 <= checkpoint_epoch < epochs
     assert not (tmp_path / "model" / "1").exists()
 
-    done = subprocess.run(_train_cmd(synthetic_dataset, tmp_path, epochs, True), env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        _train_cmd(synthetic_dataset, tmp_path, epochs, True),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     with (tmp_path / "work" / "history" / "train.csv").open() as fh:
         rows = list(csv.DictReader(fh))

@@ -18,13 +18,27 @@ def _layout(root, dataset, hyperparameters):
     shutil.copytree(dataset.test, root / "input" / "data" / "test")
 
 
-HP = {"epochs": "1", "image_size": "32", "batch_size": "16", "backbone": "tiny", "weights": "none",
-      "calibrate": "true", "sagemaker_region": "\"eu-west-1\""}
+HP = {
+    "epochs": "1",
+    "image_size": "32",
+    "batch_size": "16",
+    "backbone": "tiny",
+    "weights": "none",
+    "calibrate": "true",
+    "sagemaker_region": '"eu-west-1"',
+}
 
 
 def test_hyperparameters_become_options():
-    argv = hyperparameters_to_argv({"epochs": "3", "crop_brain": "true", "calibrate": "false",
-                                    "sagemaker_program": "x", "learning_rate": "\"0.001\""})
+    argv = hyperparameters_to_argv(
+        {
+            "epochs": "3",
+            "crop_brain": "true",
+            "calibrate": "false",
+            "sagemaker_program": "x",
+            "learning_rate": '"0.001"',
+        }
+    )
     assert argv == ["--epochs", "3", "--crop-brain", "--no-calibrate", "--learning-rate", "0.001"]
 
 
@@ -69,8 +83,10 @@ def test_missing_train_channel_writes_the_failure_file(tmp_path, monkeypatch):
 
 
 def test_tf_config_selects_multi_worker(monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
-                                                "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
     assert tf_config_present()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {}}))
     assert not tf_config_present()

@@ -18,9 +18,26 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, synthetic_dataset):
     out = tmp_path_factory.mktemp("train_job")
-    argv = ["train", "--data", str(synthetic_dataset.train), "--test", str(synthetic_dataset.test),
-            "--model-dir", str(out / "model"), "--work-dir", str(out / "work"), "--epochs", "2",
-            "--image-size", "32", "--batch-size", "16", "--weights", "none", "--no-progress"]
+    argv = [
+        "train",
+        "--data",
+        str(synthetic_dataset.train),
+        "--test",
+        str(synthetic_dataset.test),
+        "--model-dir",
+        str(out / "model"),
+        "--work-dir",
+        str(out / "work"),
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--weights",
+        "none",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     return out
 
@@ -95,15 +112,36 @@ def test_training_report(trained, synthetic_dataset):
     for r in rows:
         assert sum(float(r[f"p_{c}"]) for c in CLASSES) == pytest.approx(1, abs=1e-4)
         assert int(r["correct"]) == int(r["true_label"] == r["predicted_label"])
-    for name in ("confusion_raw", "confusion_deduplicated", "per_class_raw", "reliability_raw",
-                 "reliability_deduplicated", "training_curves"):
+    for name in (
+        "confusion_raw",
+        "confusion_deduplicated",
+        "per_class_raw",
+        "reliability_raw",
+        "reliability_deduplicated",
+        "training_curves",
+    ):
         assert (report / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_command_recomputes_twins_from_training_data(trained, synthetic_dataset, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["evaluate", "--model", str(trained / "model"), "--data", str(synthetic_dataset.test),
-                 "--out", str(out), "--train-data", str(synthetic_dataset.train), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(trained / "model"),
+                "--data",
+                str(synthetic_dataset.test),
+                "--out",
+                str(out),
+                "--train-data",
+                str(synthetic_dataset.train),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["twin_source"].startswith("recomputed")
     assert metrics["deduplicated"]["n"] == metrics["raw"]["n"] - len(synthetic_dataset.test_twins)
