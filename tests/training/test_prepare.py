@@ -34,7 +34,7 @@ def test_prepare_then_train_from_shards(tmp_path, synthetic_dataset):
     assert manifest["deduplication"]["exact_copies_removed"] == len(synthetic_dataset.exact_copies)
     assert manifest["test_twins"]["with_twin_in_training"] == len(synthetic_dataset.test_twins)
     train_x, train_y, _ = load_split(shards, "train")
-    val_x, val_y, _ = load_split(shards, "val")
+    _, val_y, _ = load_split(shards, "val")
     assert train_x.shape[1:] == (32, 32, 3) and train_x.dtype == np.uint8
     assert len(train_y) + len(val_y) == manifest["deduplication"]["kept"]
     assert len(list(shards.glob("train-*.tfrecord"))) == len(manifest["shards"]["train"]) > 1
