@@ -47,6 +47,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
+    fine_tune_from: str | None = None
     label_smoothing: float = 0.0
     dropout: float = 0.3
     val_fraction: float = 0.2
@@ -98,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate)
+    p.add_argument(
+        "--fine-tune-from",
+        help="fine-tune only from the first backbone layer whose name starts with this (e.g. block5a); "
+        "earlier layers stay frozen (default: the whole backbone)",
+    )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
@@ -306,6 +312,16 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+def _first_trainable(layers: list[Any], prefix: str | None) -> int:
+    """Index of the first backbone layer to fine-tune (0: all of them)."""
+    if not prefix:
+        return 0
+    for i, layer in enumerate(layers):
+        if layer.name.startswith(prefix):
+            return i
+    raise ValueError(f"--fine-tune-from {prefix!r}: no backbone layer has that name")
+
+
 def _phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
     """(name, epochs, learning rate, backbone trainable) for each training phase."""
     if config.freeze_epochs > 0:
@@ -348,10 +364,12 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
     history: dict[str, list[float]] = {}
     for name, epochs, lr, trainable in _phases(config):
         done = work / "phases" / f"{name}.weights.h5"
-        for layer in backbone_layers(model):
+        layers = backbone_layers(model)
+        start = _first_trainable(layers, config.fine_tune_from) if config.weights != "none" else 0
+        for position, layer in enumerate(layers):
             # Pretrained BatchNorm statistics stay frozen while fine-tuning (standard transfer-learning practice).
             frozen_bn = isinstance(layer, keras.layers.BatchNormalization) and config.weights != "none"
-            layer.trainable = trainable and not frozen_bn
+            layer.trainable = trainable and not frozen_bn and position >= start
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(lr),
