@@ -75,6 +75,64 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n(per-class columns: sensitivity)"
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _ci(ci: list[float] | tuple[float, float]) -> str:
+    lo, hi = ci
+    return "" if math.isnan(lo) else f" ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def markdown_summary(metrics: dict[str, Any]) -> str:
+    """The report as Markdown tables (what the model card quotes): overall, per class, confusion matrices."""
+    subsets = [
+        (k, t)
+        for k, t in (("raw", "raw test folder"), ("deduplicated", "de-duplicated test subset"))
+        if metrics.get(k) and metrics[k]["n"]
+    ]
+    lines = [
+        "| metric | " + " | ".join(f"{t} (n={metrics[k]['n']})" for k, t in subsets) + " |",
+        "|---|" + "---|" * len(subsets),
+    ]
+    lines.append(
+        "| accuracy (95% CI) | "
+        + " | ".join(_pct(metrics[k]["accuracy"]) + _ci(metrics[k]["accuracy_ci95"]) for k, _ in subsets)
+        + " |"
+    )
+    for key, label in (("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1")):
+        lines.append(f"| {label} | " + " | ".join(_pct(metrics[k][key]) for k, _ in subsets) + " |")
+    for key, label in (("log_loss", "log-loss"), ("ece_15", "ECE (15 bins)")):
+        lines.append(f"| {label} | " + " | ".join(f"{metrics[k][key]:.3f}" for k, _ in subsets) + " |")
+    for k, title in subsets:
+        m = metrics[k]
+        lines += [
+            "",
+            f"**{title}** (n={m['n']}): per class, 95% Wilson intervals",
+            "",
+            "| class | n | sensitivity | specificity | precision | AUROC |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in CLASSES:
+            pc = m["per_class"][c]
+            auroc = "n/a" if math.isnan(pc["auroc"]) else f"{pc['auroc']:.3f}"
+            lines.append(
+                f"| {c} | {pc['support']} | {_pct(pc['sensitivity'])}{_ci(pc['sensitivity_ci95'])} | "
+                f"{_pct(pc['specificity'])}{_ci(pc['specificity_ci95'])} | "
+                f"{_pct(pc['precision'])}{_ci(pc['precision_ci95'])} | {auroc} |"
+            )
+        lines += [
+            "",
+            f"Confusion matrix, {title} (rows true, columns predicted):",
+            "",
+            "| true \\ predicted | " + " | ".join(CLASSES) + " |",
+            "|---|" + "---|" * len(CLASSES),
+        ]
+        for c, row in zip(CLASSES, m["confusion_matrix"], strict=True):
+            lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(
     model: Path,
     data: Path,
@@ -158,6 +216,7 @@ def evaluate(
                     "" if twins is None else int(twins[i]),
                 ]
             )
+    (out / "summary.md").write_text(markdown_summary(metrics))
     write_plots(out, metrics, probs, labels, twins, metadata.get("history"))
     sys.stdout.write(summary_table(metrics) + "\n")
     return metrics
