@@ -18,6 +18,12 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class BadRequestError(ServiceError):
+    """A request the service cannot parse (malformed JSON or multipart body)."""
+
+    status_code = 400
+
+
 class BadImageError(ServiceError):
     """Empty, truncated or undecodable image."""
 

@@ -1,0 +1,110 @@
+"""The app factory: settings, the classifier, the batcher, routers and the one error-handler table.
+
+The model is loaded by the lifespan in a background thread, so the server answers ``/healthz`` (200) and
+``/readyz``/``/ping`` (503, "loading") while it loads; nothing heavy happens at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from service.batching import Batcher
+from service.classifier import Classifier, ModelState
+from service.config import Settings, get_settings
+from service.errors import ServiceError
+from service.middleware import MetricsMiddleware
+from service.routes import health, predict, sagemaker, tfserving
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal server error"
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse({"error": exc.reason}, status_code=exc.status_code, headers=exc.headers or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return JSONResponse({"error": f"invalid request: {where} {first.get('msg', '')}".strip()}, status_code=422)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    log.error("unhandled error on %s %s", request.method, route, exc_info=exc)
+    return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
+
+
+#: The one place where exceptions become HTTP answers: ``{"error": reason}`` with the exception's status.
+ERROR_HANDLERS: dict[Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]] = {
+    ServiceError: _service_error,
+    HTTPException: _http_error,
+    RequestValidationError: _validation_error,
+    Exception: _unexpected_error,
+}
+
+
+def _package_version() -> str:
+    try:
+        return version("mri-classifier")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None, classifier: Classifier | None = None) -> FastAPI:
+    """Build the service. A ``classifier`` that is already loaded (tests) is used as is; otherwise the
+    lifespan starts loading it in a background thread."""
+    settings = settings or get_settings()
+    classifier = classifier if classifier is not None else Classifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher = Batcher(
+            classifier.predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_size=settings.max_queue_size,
+            retry_after_s=settings.retry_after_s,
+        )
+        batcher.start()
+        app.state.batcher = batcher
+        if classifier.state is ModelState.IDLE:
+            threading.Thread(target=classifier.load, name="mri-model-loader", daemon=True).start()
+        try:
+            yield
+        finally:
+            batcher.stop(timeout=settings.graceful_shutdown_s)
+
+    app = FastAPI(
+        title="mri-classifier",
+        version=_package_version(),
+        description="Brain-tumour MRI slice classifier (glioma, meningioma, no tumour, pituitary). "
+        "Research and decision-support demonstration: **not a diagnostic device**.",
+        lifespan=lifespan,
+        exception_handlers=ERROR_HANDLERS,
+    )
+    app.state.settings = settings
+    app.state.classifier = classifier
+    app.add_middleware(MetricsMiddleware)
+    for router in (predict.router, health.router, sagemaker.router, tfserving.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,222 @@
+"""The model wrapper: find the newest version, check its metadata, load it on a runtime, warm it up.
+
+``Classifier.load()`` is called once, in a thread started by the app's lifespan (never at import). Until it
+succeeds the classifier is not ready and says why; a model whose classes differ from ``service.labels``
+is refused (not ready), so labels can never be silently swapped. A loaded model is an immutable
+``LoadedModel`` swapped in one assignment, so a later hot reload can warm a new version while the old one
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import metrics
+from service.config import Settings
+from service.errors import ModelNotReadyError
+from service.labels import CLASSES
+from service.preprocessing import PreprocessConfig
+from service.runtime import ModelLoadError, Runtime, load_runtime, resolve_runtime
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+DEFAULT_MODEL_NAME = "mri-classifier"
+
+
+class ModelState(StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is being served; shown on /readyz, in responses and in the ``mri_model_info`` metric."""
+
+    name: str
+    version: int
+    runtime: str
+    device: str
+    precision: str
+    image_size: int
+    classes: tuple[str, ...]
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One warm model version: its runtime, metadata and preprocessing."""
+
+    info: ModelInfo
+    preprocess: PreprocessConfig
+    metadata: dict[str, Any]
+    runtime: Runtime
+    version_dir: Path
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 or float images [N, S, S, 3] in [0, 255] -> probabilities [N, 4]."""
+        return self.runtime.predict(np.asarray(images, dtype=np.float32))
+
+
+def find_version_dir(model_dir: Path, version: int | None = None) -> Path:
+    """The folder to load: ``model_dir`` itself when it is a SavedModel, else its highest numeric version."""
+    if (model_dir / SAVED_MODEL_FILE).is_file():
+        return model_dir
+    if not model_dir.is_dir():
+        raise ModelLoadError("the model directory does not exist")
+    versions = {int(p.name): p for p in model_dir.iterdir() if p.name.isdigit() and (p / SAVED_MODEL_FILE).is_file()}
+    if not versions:
+        raise ModelLoadError("no SavedModel version found in the model directory")
+    if version is not None:
+        if version not in versions:
+            raise ModelLoadError(f"model version {version} not found")
+        return versions[version]
+    return versions[max(versions)]
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    """Read and check ``metadata.json``: classes must equal ``service.labels.CLASSES`` in order."""
+    path = version_dir / METADATA_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{METADATA_FILE} missing: cannot verify the class order")
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ModelLoadError(f"{METADATA_FILE} is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{METADATA_FILE} is not a JSON object")
+    classes = metadata.get("classes")
+    if not isinstance(classes, list) or tuple(classes) != CLASSES:
+        raise ModelLoadError(f"class order mismatch: model has {classes}, service expects {list(CLASSES)}")
+    if not isinstance(metadata.get("preprocessing"), dict):
+        raise ModelLoadError(f"{METADATA_FILE} has no preprocessing section")
+    return metadata
+
+
+def _version_number(version_dir: Path, metadata: dict[str, Any]) -> int:
+    if isinstance(metadata.get("version"), int):
+        return int(metadata["version"])
+    return int(version_dir.name) if version_dir.name.isdigit() else 1
+
+
+def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
+    """Run the model on black images at each batch size and check the output is a probability per class."""
+    size = model.preprocess.image_size
+    for n in sorted(set(batch_sizes)):
+        probs = model.predict(np.zeros((n, size, size, 3), dtype=np.float32))
+        if probs.shape != (n, len(CLASSES)) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-2):
+            raise ModelLoadError(f"model output has shape {probs.shape}; expected ({n}, {len(CLASSES)}) probabilities")
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Find, check, load and warm up the model that ``settings`` point at (blocking; seconds)."""
+    started = time.perf_counter()
+    version_dir = find_version_dir(Path(settings.model_dir), settings.model_version)
+    metadata = read_metadata(version_dir)
+    preprocess = PreprocessConfig.from_dict(metadata["preprocessing"])
+    kind = resolve_runtime(settings.runtime)
+    runtime = load_runtime(kind, version_dir, settings)
+    if runtime.input_size not in (None, preprocess.image_size):
+        raise ModelLoadError(
+            f"metadata image_size {preprocess.image_size} does not match the model input {runtime.input_size}"
+        )
+    info = ModelInfo(
+        name=settings.model_name or str(metadata.get("model_name") or DEFAULT_MODEL_NAME),
+        version=_version_number(version_dir, metadata),
+        runtime=runtime.name,
+        device=runtime.device,
+        precision=runtime.precision,
+        image_size=preprocess.image_size,
+        classes=CLASSES,
+        load_seconds=0.0,
+    )
+    model = LoadedModel(info, preprocess, metadata, runtime, version_dir)
+    if settings.warmup:
+        warm_up(model, (1, settings.max_batch_size))
+    seconds = time.perf_counter() - started
+    info = ModelInfo(**{**info.__dict__, "load_seconds": round(seconds, 3)})
+    return LoadedModel(info, preprocess, metadata, runtime, version_dir)
+
+
+class Classifier:
+    """Holds the served model and its state; thread-safe to read while a load runs in another thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._model: LoadedModel | None = None
+        self._state = ModelState.IDLE
+        self._reason: str | None = "model not loaded yet"
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @property
+    def reason(self) -> str | None:
+        """Why the classifier is not ready (``None`` when it is)."""
+        return self._reason
+
+    @property
+    def ready(self) -> bool:
+        return self._state is ModelState.READY and self._model is not None
+
+    @property
+    def model(self) -> LoadedModel:
+        """The served model, or a 503 ``ModelNotReadyError`` with the reason."""
+        model = self._model
+        if model is None or not self.ready:
+            raise ModelNotReadyError(f"model not ready: {self._reason or self._state.value}")
+        return model
+
+    def load(self) -> bool:
+        """Load the model (blocking). Never raises: failures leave the classifier not ready with a reason."""
+        with self._lock:
+            self._state, self._reason = ModelState.LOADING, "model is loading"
+            metrics.MODEL_READY.set(0)
+            try:
+                model = load_model(self.settings)
+            except ModelLoadError as exc:
+                log.error("model not loaded from %s: %s", self.settings.model_dir, exc.reason)
+                self._state, self._reason = ModelState.FAILED, exc.reason
+                return False
+            except Exception:
+                log.exception("model failed to load from %s", self.settings.model_dir)
+                self._state, self._reason = ModelState.FAILED, "model failed to load (see the server log)"
+                return False
+            self.use(model)
+            return True
+
+    def use(self, model: LoadedModel) -> None:
+        """Serve ``model`` (already loaded and warm) from now on: one assignment, no gap in service."""
+        self._model = model
+        self._state, self._reason = ModelState.READY, None
+        info = model.info
+        metrics.MODEL_LOAD_SECONDS.set(info.load_seconds)
+        metrics.set_model_info(info.name, info.version, info.runtime, info.device, info.precision)
+        metrics.MODEL_READY.set(1)
+        log.info(
+            "serving %s version %d on %s (%s, %s) after %.1f s",
+            info.name,
+            info.version,
+            info.runtime,
+            info.device,
+            info.precision,
+            info.load_seconds,
+        )
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities [N, 4] for images [N, S, S, 3] (called from the batcher's thread)."""
+        return self.model.predict(images)

@@ -1,0 +1,106 @@
+"""The service's one settings object: typed fields read from ``MRI_*`` environment variables (or ``.env``).
+
+This is the only module that reads the environment. SageMaker's own variables are honoured where the
+platform sets them: ``SAGEMAKER_BIND_TO_PORT`` wins over ``MRI_PORT`` and ``SAGEMAKER_CONTAINER_LOG_LEVEL``
+is accepted for the log level. Command-line flags of ``mri-classifier serve`` override both.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service import mime
+from service.preprocessing import DEFAULT_MAX_PIXELS
+
+RuntimeName = Literal["auto", "tensorflow", "openvino", "onnxruntime"]
+Precision = Literal["auto", "f32", "bf16", "f16"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the inference service; env var ``MRI_<FIELD>`` (e.g. ``MRI_MAX_BATCH_SIZE=16``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MRI_", env_file=".env", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    model_dir: Path = Field(
+        default=Path(mime.SAGEMAKER_MODEL_DIR),
+        description="Versioned model folder (<dir>/<version>/saved_model.pb) or one plain SavedModel folder.",
+    )
+    model_name: str | None = Field(
+        default=None, description="Name served on /v1/models/<name>; defaults to the metadata's model_name."
+    )
+    model_version: int | None = Field(default=None, ge=1, description="Serve this version instead of the newest.")
+    host: str = Field(default="0.0.0.0", description="Interface to bind.")
+    port: int = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices(mime.SAGEMAKER_BIND_TO_PORT, "MRI_PORT", "port"),
+        description="TCP port; SAGEMAKER_BIND_TO_PORT overrides MRI_PORT.",
+    )
+    runtime: RuntimeName = Field(
+        default="auto",
+        description="auto = TensorFlow on a GPU, OpenVINO on a CPU (TensorFlow when OpenVINO is missing).",
+    )
+    openvino_precision: Precision = Field(
+        default="auto",
+        description="OpenVINO inference precision: auto = the CPU plugin's default (bf16 on CPUs with "
+        "AVX512-BF16/AMX, f32 elsewhere); f32 matches TensorFlow to 1e-4.",
+    )
+    inference_threads: int = Field(default=0, ge=0, description="CPU threads for inference; 0 = the runtime's default.")
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="Largest batch the dynamic batcher forms.")
+    max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="How long a batch waits for requests already being decoded (never when none are).",
+    )
+    max_queue_size: int = Field(
+        default=64, ge=1, description="Images admitted (decoding or queued) before new requests get 503."
+    )
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 503.")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=64, description="Largest image in pixels (413 above).")
+    max_images_per_request: int = Field(default=16, ge=1, description="Most images in one request (413 above).")
+    warmup: bool = Field(default=True, description="Run warm-up inferences before reporting ready.")
+    gpu_memory_growth: bool = Field(default=True, description="TensorFlow allocates GPU memory as needed.")
+    graceful_shutdown_s: float = Field(
+        default=25.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, time to drain in-flight requests (SageMaker kills at 30 s).",
+    )
+    log_level: LogLevel = Field(
+        default="info",
+        validation_alias=AliasChoices("MRI_LOG_LEVEL", mime.SAGEMAKER_CONTAINER_LOG_LEVEL, "log_level"),
+        description="Log level: a name, or one of SageMaker's numeric levels (20 = info).",
+    )
+    access_log: bool = Field(default=False, description="Uvicorn access log (method, path, status; never bodies).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _numeric_log_level(cls, value: object) -> object:
+        """Accept SageMaker's numeric levels (``20``) as well as names."""
+        if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+            return logging.getLevelName(int(value)).lower()
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError("max_images_per_request must not exceed max_queue_size")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once; tests pass their own ``Settings`` to ``create_app`` instead."""
+    return Settings()

@@ -1,0 +1,31 @@
+"""FastAPI dependencies: the app's settings, classifier and batcher, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.batching import Batcher
+from service.classifier import Classifier
+from service.config import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _classifier(request: Request) -> Classifier:
+    classifier: Classifier = request.app.state.classifier
+    return classifier
+
+
+def _batcher(request: Request) -> Batcher:
+    batcher: Batcher = request.app.state.batcher
+    return batcher
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ClassifierDep = Annotated[Classifier, Depends(_classifier)]
+BatcherDep = Annotated[Batcher, Depends(_batcher)]

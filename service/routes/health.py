@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from service import metrics
+from service.classifier import Classifier
+from service.deps import ClassifierDep
+from service.schemas import Liveness, ModelStatus, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+def readiness(classifier: Classifier) -> JSONResponse:
+    """200 with the model when it is loaded and warm, else 503 with the reason (``/readyz`` and ``/ping``)."""
+    if classifier.ready:
+        info = classifier.model.info
+        model = ModelStatus(**{**info.__dict__, "classes": list(info.classes)})
+        body = Readiness(status=classifier.state.value, model=model)
+        return JSONResponse(body.model_dump(), status_code=200)
+    body = Readiness(status=classifier.state.value, reason=classifier.reason)
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/healthz", response_model=Liveness, summary="Liveness: the process answers (no inference)")
+async def healthz() -> Liveness:
+    return Liveness()
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Loading, or the model failed to load."}},
+    summary="Readiness: 200 only when the model is loaded and warmed up",
+)
+async def readyz(classifier: ClassifierDep) -> JSONResponse:
+    return readiness(classifier)
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)")
+def prometheus_metrics() -> Response:
+    content, content_type = metrics.exposition()
+    return Response(content=content, media_type=content_type)

@@ -1,0 +1,58 @@
+"""``POST /predict``: classify uploaded images (multipart ``file``/``files``, or one raw image body)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from service import codec, mime
+from service.deps import BatcherDep, ClassifierDep, SettingsDep
+from service.pipeline import classify
+from service.schemas import ERROR_RESPONSES, PredictResponse
+from service.uploads import image_files, read_body
+
+router = APIRouter(tags=["prediction"])
+
+_BINARY = {"type": "string", "format": "binary"}
+_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            mime.MULTIPART_FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {**_BINARY, "description": "One image: JPEG, PNG (8/16-bit) or DICOM."},
+                        "files": {"type": "array", "items": _BINARY, "description": "Several images."},
+                    },
+                }
+            },
+            mime.JPEG: {"schema": _BINARY},
+            mime.PNG: {"schema": _BINARY},
+            mime.OCTET_STREAM: {"schema": _BINARY},
+        },
+    }
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_REQUEST_BODY,
+    summary="Classify MRI slices",
+    description="Upload images as multipart field `file` (or `files`, repeated) or as a raw image body. "
+    "The format is detected from the bytes. Research and decision-support use only: not a diagnostic device.",
+)
+async def predict(
+    request: Request, settings: SettingsDep, classifier: ClassifierDep, batcher: BatcherDep
+) -> PredictResponse:
+    mime.require_json_accept(request.headers.get("accept"))
+    model = classifier.model
+    body = await read_body(request, settings.max_body_bytes)
+    files = image_files(body, request.headers.get("content-type"), settings.max_images_per_request)
+    decode = partial(codec.decode_files, files, model.preprocess, settings.max_pixels)
+    probs = await classify(batcher, len(files), decode)
+    return codec.encode_predictions(probs, model.info)

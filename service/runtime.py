@@ -1,0 +1,196 @@
+"""Inference runtimes behind one small interface: TensorFlow, OpenVINO and ONNX Runtime.
+
+Each runtime runs the exported SavedModel's ``serving_default`` signature: float32 images [N, S, S, 3] in
+[0, 255] in, probabilities [N, 4] out. TensorFlow is the reference (and the runtime on a GPU); OpenVINO
+converts the SavedModel at load time (no TensorFlow import needed) and is the fast CPU runtime; ONNX
+Runtime uses ``model.onnx`` beside the SavedModel, or converts with tf2onnx at load time.
+
+Frameworks are imported inside the loaders, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+SERVING_SIGNATURE = "serving_default"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+ONNX_FILE = "model.onnx"
+RUNTIMES = ("tensorflow", "openvino", "onnxruntime")
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be served; ``reason`` is short, safe to show on /readyz and holds no path."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Runtime(Protocol):
+    """What the classifier needs from an inference engine."""
+
+    name: str  # "tensorflow" | "openvino" | "onnxruntime"
+    device: str  # e.g. "CPU" or "GPU:0 (NVIDIA H100)"
+    precision: str  # "f32", "bf16", ...
+    input_size: int | None  # the model's fixed input side, when the graph declares one
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, S, S, 3] in [0, 255] -> float32 probabilities [N, num_classes]."""
+        ...
+
+
+def nvidia_gpu_visible() -> bool:
+    """Cheap check for an NVIDIA driver, made without importing TensorFlow (which takes seconds)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def resolve_runtime(requested: str) -> str:
+    """``auto`` -> TensorFlow when a GPU is visible, else OpenVINO when installed, else TensorFlow."""
+    if requested != "auto":
+        return requested
+    if nvidia_gpu_visible():
+        return "tensorflow"
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "tensorflow"
+
+
+def _static_side(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+class TensorFlowRuntime:
+    """The SavedModel's signature run by TensorFlow (GPU memory growth on; the reference numerics)."""
+
+    name = "tensorflow"
+    precision = "f32"
+
+    def __init__(self, version_dir: Path, settings: Settings) -> None:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        try:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, settings.gpu_memory_growth)
+            if settings.inference_threads:
+                tf.config.threading.set_intra_op_parallelism_threads(settings.inference_threads)
+        except RuntimeError:  # TensorFlow already initialised in this process (tests, a reload)
+            log.debug("TensorFlow devices already initialised; keeping their configuration")
+        self.device = "CPU"
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            self.device = f"GPU:0 ({details.get('device_name', 'unknown')})"
+        self._tf = tf
+        self.saved_model: Any = tf.saved_model.load(str(version_dir))
+        try:
+            self._fn = self.saved_model.signatures[SERVING_SIGNATURE]
+        except KeyError:
+            raise ModelLoadError(f"the SavedModel has no {SERVING_SIGNATURE} signature") from None
+        inputs = list(self._fn.structured_input_signature[1])
+        outputs = list(self._fn.structured_outputs)
+        self._input = INPUT_NAME if INPUT_NAME in inputs else inputs[0]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        shape = self._fn.structured_input_signature[1][self._input].shape
+        self.input_size = _static_side(shape[1] if shape.rank == 4 else None)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        result = self._fn(**{self._input: self._tf.constant(images, dtype=self._tf.float32)})
+        return np.asarray(result[self._output].numpy(), dtype=np.float32)
+
+
+class OpenVINORuntime:
+    """The SavedModel converted by OpenVINO at load time and compiled for the CPU (latency hint).
+
+    Precision: ``auto`` keeps the CPU plugin's default, which is bf16 on CPUs with AVX512-BF16 or AMX and
+    f32 elsewhere; ``f32`` forces full precision. ``precision`` reports what the compiled model really uses.
+    """
+
+    name = "openvino"
+
+    def __init__(self, version_dir: Path, settings: Settings) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = ov.convert_model(str(version_dir))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if settings.openvino_precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = settings.openvino_precision
+        if settings.inference_threads:
+            config["INFERENCE_NUM_THREADS"] = settings.inference_threads
+        self._compiled = core.compile_model(model, "CPU", config)
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.device = f"CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
+        self._output = self._compiled.output(0)
+        shape = self._compiled.input(0).get_partial_shape()
+        self.input_size = _static_side(
+            shape[1].get_length() if shape.rank.get_length() == 4 and shape[1].is_static else None
+        )
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            result = self._request.infer({0: np.ascontiguousarray(images, dtype=np.float32)})
+            return np.array(result[self._output], dtype=np.float32)
+
+
+class OnnxRuntimeRuntime:
+    """ONNX Runtime on the CPU: ``model.onnx`` in the version folder, else a tf2onnx conversion in memory."""
+
+    name = "onnxruntime"
+    precision = "f32"
+
+    def __init__(self, version_dir: Path, settings: Settings) -> None:
+        import onnxruntime as ort
+
+        onnx_file = version_dir / ONNX_FILE
+        model: bytes | str = str(onnx_file) if onnx_file.is_file() else self._convert(version_dir)
+        options = ort.SessionOptions()
+        if settings.inference_threads:
+            options.intra_op_num_threads = settings.inference_threads
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        first = self._session.get_inputs()[0]
+        self._input = first.name
+        self.input_size = _static_side(first.shape[1] if len(first.shape) == 4 else None)
+        self.device = "CPU"
+
+    @staticmethod
+    def _convert(version_dir: Path) -> bytes:
+        if importlib.util.find_spec("tf2onnx") is None:
+            raise ModelLoadError(f"no {ONNX_FILE} beside the SavedModel and tf2onnx is not installed")
+        from tf2onnx import convert, tf_loader
+
+        graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+            str(version_dir), None, None, signatures=[SERVING_SIGNATURE], return_tensors_to_rename=True
+        )
+        proto, _ = convert.from_graph_def(
+            graph_def, input_names=inputs, output_names=outputs, tensors_to_rename=renames, opset=17
+        )
+        return bytes(proto.SerializeToString())
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        (probs,) = self._session.run(None, {self._input: np.ascontiguousarray(images, dtype=np.float32)})[:1]
+        return np.asarray(probs, dtype=np.float32)
+
+
+def load_runtime(kind: str, version_dir: Path, settings: Settings) -> Runtime:
+    """Load ``version_dir`` with the runtime ``kind`` (already resolved from ``auto``)."""
+    loaders: dict[str, type[TensorFlowRuntime] | type[OpenVINORuntime] | type[OnnxRuntimeRuntime]] = {
+        "tensorflow": TensorFlowRuntime,
+        "openvino": OpenVINORuntime,
+        "onnxruntime": OnnxRuntimeRuntime,
+    }
+    if kind not in loaders:
+        raise ModelLoadError(f"unknown runtime {kind!r}; choose from {', '.join(RUNTIMES)}")
+    if importlib.util.find_spec(kind) is None:  # each runtime's package is named like the runtime
+        raise ModelLoadError(f"runtime {kind} is not installed")
+    return loaders[kind](version_dir, settings)

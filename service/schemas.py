@@ -1,0 +1,123 @@
+"""Response models (with the examples shown on /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.labels import CLASSES
+
+_EXAMPLE_PROBS: dict[str, Any] = dict(zip(CLASSES, (0.912, 0.061, 0.004, 0.023), strict=True))
+
+
+class Prediction(BaseModel):
+    """The classification of one image."""
+
+    label: str = Field(description=f"Most probable class, one of {', '.join(CLASSES)}.", examples=["glioma"])
+    confidence: float = Field(description="Probability of ``label``.", examples=[0.912])
+    probabilities: dict[str, float] = Field(
+        description="Probability of each class by name, in the model's class order; they sum to 1.",
+        examples=[_EXAMPLE_PROBS],
+    )
+
+
+class PredictResponse(BaseModel):
+    """Answer of ``POST /predict``: one prediction per uploaded image, in upload order."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "mri-classifier",
+                    "model_version": 3,
+                    "predictions": [{"label": "glioma", "confidence": 0.912, "probabilities": _EXAMPLE_PROBS}],
+                }
+            ]
+        },
+    )
+
+    model_name: str = Field(examples=["mri-classifier"])
+    model_version: int = Field(examples=[3])
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    """Every error body: a short, safe reason (TensorFlow Serving's error shape)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "could not decode the JPEG image"}]})
+
+    error: str
+
+
+class Liveness(BaseModel):
+    status: str = Field(default="alive", examples=["alive"])
+
+
+class ModelStatus(BaseModel):
+    """The model being served."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str = Field(examples=["mri-classifier"])
+    version: int = Field(examples=[3])
+    runtime: str = Field(examples=["openvino"])
+    device: str = Field(examples=["CPU"])
+    precision: str = Field(examples=["f32"])
+    image_size: int = Field(examples=[224])
+    classes: list[str] = Field(examples=[list(CLASSES)])
+    load_seconds: float = Field(examples=[6.2])
+
+
+class Readiness(BaseModel):
+    """Answer of ``/readyz`` and ``/ping``: 200 only when the model is loaded and warm."""
+
+    status: str = Field(description="idle, loading, ready or failed.", examples=["ready"])
+    reason: str | None = Field(default=None, description="Why the model is not ready.", examples=[None])
+    model: ModelStatus | None = None
+
+
+class TFServingPrediction(BaseModel):
+    """TensorFlow Serving's row-format answer (``outputs`` instead when the request used ``inputs``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"predictions": [[0.912, 0.061, 0.004, 0.023]]}]})
+
+    predictions: list[list[float]] | None = None
+    outputs: list[list[float]] | None = None
+
+
+class VersionStatus(BaseModel):
+    version: str
+    state: str
+    status: dict[str, Any]
+
+
+class TFServingModelStatus(BaseModel):
+    """TensorFlow Serving's ``GET /v1/models/<name>`` answer."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version_status": [
+                        {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                    ]
+                }
+            ]
+        },
+    )
+
+    model_version_status: list[VersionStatus]
+
+
+#: Documented error answers, shared by the routes' ``responses=``.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Empty, truncated or undecodable image; malformed body."},
+    406: {"model": ErrorResponse, "description": "The Accept header excludes application/json."},
+    413: {"model": ErrorResponse, "description": "Body, image or image count over the limit."},
+    415: {"model": ErrorResponse, "description": "Unsupported content type or image format."},
+    422: {"model": ErrorResponse, "description": "Malformed instances or form fields."},
+    503: {"model": ErrorResponse, "description": "Model not ready, or queue full (with Retry-After)."},
+}

@@ -1,0 +1,93 @@
+"""Images made by the tests: MRI-like slices and their encodings (JPEG, PNG variants, DICOM)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def mri_slice(seed: int, size: int = 96, width: int | None = None, cls: int | None = None) -> np.ndarray:
+    """A textured gray 'brain' ellipse on black (uint8 RGB) with a lesion: placed by ``seed``, or, when ``cls``
+    is given, where that class puts it (0 large upper-left blob, 1 crescent at the top edge, 2 none, 3 small
+    bright spot low in the middle) so that a model can learn the four classes in a few steps."""
+    rng = np.random.default_rng(seed)
+    height, width = size, width or size
+    yy, xx = np.mgrid[0:height, 0:width]
+    yy, xx = yy / height, xx / width
+    cy, cx = 0.5 + rng.uniform(-0.05, 0.05, 2)
+    ry, rx = rng.uniform(0.33, 0.43), rng.uniform(0.28, 0.38)
+    ellipse = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+    brain = ellipse < 1
+    texture = 20 * np.sin(rng.uniform(5, 20) * xx + rng.uniform(0, 6)) * np.cos(rng.uniform(5, 20) * yy)
+    image = np.where(brain, 70 + texture + rng.normal(0, 10, (height, width)), 0.0)
+    if cls is None:
+        ly, lx, radius = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.04, 0.14)
+        image += rng.uniform(60, 170) * ((((yy - ly) ** 2 + (xx - lx) ** 2) < radius**2) & brain)
+    elif cls == 0:
+        ly, lx = cy - 0.12 + rng.uniform(-0.04, 0.04), cx - 0.14 + rng.uniform(-0.04, 0.04)
+        image += 150 * ((((yy - ly) / 0.13) ** 2 + ((xx - lx) / 0.10) ** 2) < 1)
+    elif cls == 1:
+        image += 150 * ((ellipse > 0.7) & brain & (yy < cy))
+    elif cls == 3:
+        image += 170 * (((yy - cy - 0.22) ** 2 + (xx - cx) ** 2) < 0.06**2)
+    gray = np.clip(image, 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **params: object) -> bytes:
+    """Encode an array with Pillow (``fmt`` JPEG or PNG)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def jpeg(seed: int, size: int = 96, cls: int | None = None) -> bytes:
+    return encode(mri_slice(seed, size, cls=cls), "JPEG", quality=92)
+
+
+def png_variants(seed: int = 3) -> dict[str, bytes]:
+    """The same slice as PNG in the modes a scanner export may use."""
+    rgb = mri_slice(seed)
+    gray = rgb[:, :, 0]
+    rgba = np.dstack([rgb, np.full(gray.shape, 255, np.uint8)])
+    return {
+        "rgb": encode(rgb, "PNG"),
+        "gray8": encode(gray, "PNG"),
+        "gray16": encode((gray.astype(np.uint16) * 257), "PNG"),
+        "rgba": encode(rgba, "PNG"),
+        "palette": _palette_png(rgb),
+    }
+
+
+def _palette_png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dicom(seed: int = 5) -> bytes:
+    """A single-frame 12-bit MONOCHROME2 DICOM file, written in memory."""
+    from pydicom import dcmwrite
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = (mri_slice(seed)[:, :, 0].astype(np.uint16) * 16).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()

@@ -1,0 +1,138 @@
+"""The SageMaker contract against a real ``mri-classifier serve`` process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.preprocessing import PreprocessConfig, preprocess, to_model_input
+from tests.service import images
+from tests.service.conftest import IMAGE_SIZE
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+CONFIG = PreprocessConfig(image_size=IMAGE_SIZE)
+TOLERANCE = {"f32": 1e-4, "f16": 0.01, "bf16": 0.03}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_command() -> list[str]:
+    script = shutil.which("mri-classifier", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "training.cli"]
+
+
+@pytest.fixture
+def server(model_root, tmp_path):
+    """``mri-classifier serve`` on a free port (runtime auto); yields (process, base URL, log path)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", SAGEMAKER_BIND_TO_PORT=str(port), MRI_MAX_BATCH_SIZE="4")
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*_serve_command(), "serve", "--model-dir", str(model_root), "--host", "127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _wait_for_ping(base: str, process: subprocess.Popen, timeout: float = 150.0) -> list[int]:
+    """Poll /ping until 200; return every status seen (connection refused is not a status)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:  # SageMaker's ping timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "the server exited"
+            try:
+                status = client.get(f"{base}/ping").status_code
+            except httpx.TransportError:
+                time.sleep(0.02)
+                continue
+            seen.append(status)
+            if status == 200:
+                return seen
+            time.sleep(0.02)
+    pytest.fail(f"/ping never answered 200; saw {sorted(set(seen))}")
+
+
+def test_sagemaker_contract(server, tf_classifier):
+    process, base, log_path = server
+    seen = _wait_for_ping(base, process)
+    assert seen[0] == 503, "/ping must say 503 while the model loads"
+    assert set(seen[:-1]) == {503} and seen[-1] == 200
+    ready = httpx.get(f"{base}/ping").json()
+    assert ready["status"] == "ready"
+    model = ready["model"]
+    tolerance = TOLERANCE[model["precision"]]
+
+    data = images.jpeg(70, size=128, cls=0)
+    response = httpx.post(f"{base}/invocations", content=data, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    reference = tf_classifier.predict(preprocess(data, CONFIG)[None])
+    assert np.abs(np.array(response.json()["predictions"]) - reference).max() <= tolerance
+
+    batch = np.stack([images.mri_slice(seed, size=64, cls=seed % 4) for seed in range(71, 75)])
+    response = httpx.post(
+        f"{base}/invocations",
+        json={"instances": batch.tolist()},
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    reference = tf_classifier.predict(np.stack([to_model_input(image, CONFIG) for image in batch]))
+    got = np.array(response.json()["predictions"])
+    assert np.array_equal(np.argmax(got, axis=1), np.argmax(reference, axis=1))
+    assert np.abs(got - reference).max() <= tolerance
+
+    response = httpx.post(f"{base}/predict", files={"file": ("scan.jpg", data, "image/jpeg")})
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["label"] == "glioma"
+
+    # SIGTERM while a slow request is in flight: it is answered, then the process exits 0.
+    big = {"instances": [images.mri_slice(s, size=400).tolist() for s in range(4)]}
+    answer: dict[str, int] = {}
+
+    def slow_request() -> None:
+        answer["status"] = httpx.post(f"{base}/invocations", json=big, timeout=60).status_code
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "status" not in answer:
+        metrics = httpx.get(f"{base}/metrics").text
+        inflight = next(line for line in metrics.splitlines() if line.startswith("mri_inflight_requests "))
+        if float(inflight.split()[-1]) >= 2:  # this /metrics request and the slow one
+            break
+        time.sleep(0.01)
+    in_flight = "status" not in answer
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, log_path.read_text()
+    thread.join(60)
+    if in_flight:
+        assert answer.get("status") == 200, "the in-flight request was not drained"
+    log = log_path.read_text()
+    assert "Shutting down" in log
+    assert "scan.jpg" not in log
