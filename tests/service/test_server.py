@@ -84,13 +84,13 @@ def test_sagemaker_contract(server, tf_classifier):
     seen = _wait_for_ping(base, process)
     assert seen[0] == 503, "/ping must say 503 while the model loads"
     assert set(seen[:-1]) == {503} and seen[-1] == 200
-    ready = httpx.get(f"{base}/ping").json()
+    ready = httpx.get(timeout=60, url=f"{base}/ping").json()
     assert ready["status"] == "ready"
     model = ready["model"]
     tolerance = TOLERANCE[model["precision"]]
 
     data = images.jpeg(70, size=128, cls=0)
-    response = httpx.post(f"{base}/invocations", content=data, headers={"Content-Type": "image/jpeg"})
+    response = httpx.post(timeout=60, url=f"{base}/invocations", content=data, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200, response.text
     reference = tf_classifier.predict(preprocess(data, CONFIG)[None])
     assert np.abs(np.array(response.json()["predictions"]) - reference).max() <= tolerance
@@ -100,6 +100,7 @@ def test_sagemaker_contract(server, tf_classifier):
         f"{base}/invocations",
         json={"instances": batch.tolist()},
         headers={"Content-Type": "application/json", "Accept": "application/json"},
+        timeout=60,
     )
     assert response.status_code == 200, response.text
     reference = tf_classifier.predict(np.stack([to_model_input(image, CONFIG) for image in batch]))
@@ -107,7 +108,7 @@ def test_sagemaker_contract(server, tf_classifier):
     assert np.array_equal(np.argmax(got, axis=1), np.argmax(reference, axis=1))
     assert np.abs(got - reference).max() <= tolerance
 
-    response = httpx.post(f"{base}/predict", files={"file": ("scan.jpg", data, "image/jpeg")})
+    response = httpx.post(timeout=60, url=f"{base}/predict", files={"file": ("scan.jpg", data, "image/jpeg")})
     assert response.status_code == 200
     assert response.json()["predictions"][0]["label"] == "glioma"
 
@@ -122,7 +123,7 @@ def test_sagemaker_contract(server, tf_classifier):
     thread.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "status" not in answer:
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(timeout=60, url=f"{base}/metrics").text
         inflight = next(line for line in metrics.splitlines() if line.startswith("mri_inflight_requests "))
         if float(inflight.split()[-1]) >= 2:  # this /metrics request and the slow one
             break
