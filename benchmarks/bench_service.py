@@ -405,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve-peer", choices=["naive", "litserve"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.model_dir = args.model_dir.resolve()  # servers run from another working directory
     version_dir = find_version_dir(args.model_dir)
     if args.serve_peer == "naive":
         serve_naive(version_dir, args.port)
