@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def test_predict_version_and_signature(client):
 
 def test_body_is_json_whatever_the_content_type(client):
     """``curl -d`` sends application/x-www-form-urlencoded; TF Serving reads JSON anyway."""
-    body = b'{"instances": [[[[0, 0, 0], [9, 9, 9]], [[9, 9, 9], [0, 0, 0]]]]}'
+    body = json.dumps({"instances": [images.mri_slice(2, size=16).tolist()]}).encode()
     response = client.post(
         f"/v1/models/{MODEL_NAME}:predict", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
