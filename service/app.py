@@ -15,19 +15,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service.batching import Batcher
 from service.classifier import Classifier, ModelState
 from service.config import Settings, get_settings
 from service.errors import ServiceError
+from service.limits import add_guards
 from service.middleware import MetricsMiddleware
-from service.routes import health, predict, sagemaker, tfserving
+from service.reload import ModelWatcher
+from service.routes import explain, health, predict, sagemaker, tfserving, ui
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal server error"
+CLIENT_CLOSED_REQUEST = 499
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -48,6 +53,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"invalid request: {where} {first.get('msg', '')}".strip()}, status_code=422)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up mid-upload: not a server error; 499 (nginx's "client closed request") in the metrics."""
+    log.info("client disconnected before sending the whole body of a %s request", request.method)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     route = getattr(request.scope.get("route"), "path", "unmatched")
     log.error("unhandled error on %s %s", request.method, route, exc_info=exc)
@@ -59,6 +70,7 @@ ERROR_HANDLERS: dict[Any, Callable[[Request, Exception], Coroutine[Any, Any, Res
     ServiceError: _service_error,
     HTTPException: _http_error,
     RequestValidationError: _validation_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected_error,
 }
 
@@ -89,9 +101,12 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         app.state.batcher = batcher
         if classifier.state is ModelState.IDLE:
             threading.Thread(target=classifier.load, name="mri-model-loader", daemon=True).start()
+        watcher = ModelWatcher(classifier, settings.model_poll_interval_s)  # hot reload of new versions
+        watcher.start()
         try:
             yield
         finally:
+            watcher.stop()
             batcher.stop(timeout=settings.graceful_shutdown_s)
 
     app = FastAPI(
@@ -104,7 +119,15 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     )
     app.state.settings = settings
     app.state.classifier = classifier
+    add_guards(app, settings)  # concurrency limit, API key (when set), body and request deadlines
     app.add_middleware(MetricsMiddleware)
-    for router in (predict.router, health.router, sagemaker.router, tfserving.router):
+    if settings.cors_origins:  # CORS is off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
+        )
+    for router in (predict.router, explain.router, health.router, sagemaker.router, tfserving.router, ui.router):
         app.include_router(router)
     return app

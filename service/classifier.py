@@ -86,6 +86,18 @@ def find_version_dir(model_dir: Path, version: int | None = None) -> Path:
     return versions[max(versions)]
 
 
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """(path, size, mtime) of every file of a version: changes when a copy in progress goes on or ends."""
+    try:
+        files = sorted(p for p in version_dir.rglob("*") if p.is_file())
+        return tuple((str(p.relative_to(version_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    except OSError:  # a file vanished while we looked: report a value no load can match
+        return (("", -1, time.monotonic_ns()),)
+
+
 def read_metadata(version_dir: Path) -> dict[str, Any]:
     """Read and check ``metadata.json``: classes must equal ``service.labels.CLASSES`` in order."""
     path = version_dir / METADATA_FILE
@@ -120,10 +132,10 @@ def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
             raise ModelLoadError(f"model output has shape {probs.shape}; expected ({n}, {len(CLASSES)}) probabilities")
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Find, check, load and warm up the model that ``settings`` point at (blocking; seconds)."""
+def load_model(settings: Settings, version_dir: Path | None = None) -> LoadedModel:
+    """Find (unless ``version_dir`` is given), check, load and warm up the model (blocking; seconds)."""
     started = time.perf_counter()
-    version_dir = find_version_dir(Path(settings.model_dir), settings.model_version)
+    version_dir = version_dir or find_version_dir(Path(settings.model_dir), settings.model_version)
     metadata = read_metadata(version_dir)
     preprocess = PreprocessConfig.from_dict(metadata["preprocessing"])
     kind = resolve_runtime(settings.runtime)
@@ -159,6 +171,8 @@ class Classifier:
         self._state = ModelState.IDLE
         self._reason: str | None = "model not loaded yet"
         self._lock = threading.Lock()
+        self._fingerprint: Fingerprint | None = None  # of the served version's files
+        self._failed: tuple[Path, Fingerprint] | None = None  # the last version that failed to load
 
     @property
     def state(self) -> ModelState:
@@ -191,10 +205,12 @@ class Classifier:
             except ModelLoadError as exc:
                 log.error("model not loaded from %s: %s", self.settings.model_dir, exc.reason)
                 self._state, self._reason = ModelState.FAILED, exc.reason
+                self._failed = self._version_on_disk()
                 return False
             except Exception:
                 log.exception("model failed to load from %s", self.settings.model_dir)
                 self._state, self._reason = ModelState.FAILED, "model failed to load (see the server log)"
+                self._failed = self._version_on_disk()
                 return False
             self.use(model)
             return True
@@ -203,6 +219,7 @@ class Classifier:
         """Serve ``model`` (already loaded and warm) from now on: one assignment, no gap in service."""
         self._model = model
         self._state, self._reason = ModelState.READY, None
+        self._fingerprint, self._failed = fingerprint(model.version_dir), None
         info = model.info
         metrics.MODEL_LOAD_SECONDS.set(info.load_seconds)
         metrics.set_model_info(info.name, info.version, info.runtime, info.device, info.precision)
@@ -216,6 +233,59 @@ class Classifier:
             info.precision,
             info.load_seconds,
         )
+
+    def _version_on_disk(self) -> tuple[Path, Fingerprint] | None:
+        try:
+            target = find_version_dir(Path(self.settings.model_dir), self.settings.model_version)
+        except ModelLoadError:
+            return None
+        return target, fingerprint(target)
+
+    def poll(self) -> bool:
+        """Hot reload, once: load the version the model directory now points at when it is not the one served
+        (or its files changed), warm it, then swap it in; the old model serves until then. A version that
+        fails is logged and counted, leaves the old model serving, and is retried only once its files change.
+        Returns whether a new model was swapped in. Called by ``service.reload.ModelWatcher``."""
+        if self._state in (ModelState.IDLE, ModelState.LOADING) or not self._lock.acquire(blocking=False):
+            return False  # the first load has not finished
+        try:
+            try:
+                target = find_version_dir(Path(self.settings.model_dir), self.settings.model_version)
+            except ModelLoadError as exc:
+                if self._model is None:
+                    self._reason = exc.reason
+                return False  # nothing loadable: keep what is served (or stay not ready)
+            current, prints = self._model, fingerprint(target)
+            if current is not None and target == current.version_dir and prints == self._fingerprint:
+                return False
+            if self._failed == (target, prints):
+                return False
+            log.info("model directory changed: loading version %s", target.name)
+            try:
+                model = load_model(self.settings, target)
+            except Exception as exc:
+                reason = exc.reason if isinstance(exc, ModelLoadError) else "model failed to load (see the server log)"
+                if not isinstance(exc, ModelLoadError):
+                    log.exception("model version %s failed to load", target.name)
+                self._failed = (target, prints)
+                metrics.MODEL_RELOADS.labels(result="failure").inc()
+                if current is None:
+                    self._reason = reason
+                    log.error("model version %s not loaded: %s", target.name, reason)
+                else:
+                    log.error(
+                        "model version %s not loaded (%s); still serving version %d",
+                        target.name,
+                        reason,
+                        current.info.version,
+                    )
+                return False
+            self.use(model)
+            self._fingerprint = prints
+            metrics.MODEL_RELOADS.labels(result="success").inc()
+            return True
+        finally:
+            self._lock.release()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities [N, 4] for images [N, S, S, 3] (called from the batcher's thread)."""

@@ -20,7 +20,7 @@ from service import metrics
 from service.classifier import ModelInfo
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig, preprocess, to_model_input
+from service.preprocessing import MIN_SIDE, PreprocessConfig, preprocess, to_model_input
 from service.schemas import Prediction, PredictResponse
 
 SERVING_SIGNATURE = "serving_default"
@@ -72,10 +72,15 @@ def pixels_to_rgb(instance: Any, index: int, max_pixels: int) -> np.ndarray:
     """A height x width x 3 array of pixel values in [0, 255] -> uint8 RGB (422 for anything else)."""
     try:
         array = np.asarray(instance, dtype=np.float64)
+    except OverflowError:  # an integer too large for a float (JSON allows 4300 digits)
+        raise InvalidInputError(f"instance {index} has pixel values outside [0, 255]") from None
     except (ValueError, TypeError):
         raise InvalidInputError(f"instance {index} is not a numeric array") from None
     if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] < 1 or array.shape[1] < 1:
         raise InvalidInputError(f"instance {index} has shape {list(array.shape)}; expected [height, width, 3]")
+    if min(array.shape[:2]) < MIN_SIDE:  # the rule image files follow
+        height, width = array.shape[:2]
+        raise InvalidInputError(f"instance {index} is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
     if array.shape[0] * array.shape[1] > max_pixels:
         raise PayloadTooLargeError(f"instance {index} is over the limit of {max_pixels} pixels")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mime
-from service.preprocessing import DEFAULT_MAX_PIXELS
 
+#: 4096 x 4096: above any MRI slice; a 16 MP decode peaks near 400 MB, which a 2 GiB pod can afford twice.
+SERVICE_MAX_PIXELS = 4096 * 4096
 RuntimeName = Literal["auto", "tensorflow", "openvino", "onnxruntime"]
 Precision = Literal["auto", "f32", "bf16", "f16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -27,7 +28,12 @@ class Settings(BaseSettings):
     """Every knob of the inference service; env var ``MRI_<FIELD>`` (e.g. ``MRI_MAX_BATCH_SIZE=16``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MRI_", env_file=".env", extra="ignore", populate_by_name=True, frozen=True
+        env_prefix="MRI_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,  # a refused API key must not end up in a crash log
     )
 
     model_dir: Path = Field(
@@ -68,8 +74,38 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 503.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=64, description="Largest image in pixels (413 above).")
+    max_pixels: int = Field(
+        default=SERVICE_MAX_PIXELS,
+        ge=64,
+        description="Largest image in pixels (413 above); decoding peaks near 25 bytes per pixel.",
+    )
+    max_concurrent_decodes: int = Field(
+        default=2, ge=1, le=256, description="Image decodes run at once (each may briefly take ~400 MB at 16 MP)."
+    )
     max_images_per_request: int = Field(default=16, ge=1, description="Most images in one request (413 above).")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 503 + Retry-After (probes exempt)."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Time allowed to receive a request body (408 after: slowloris)."
+    )
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Time allowed to answer a request (504 after; SageMaker waits 60 s)."
+    )
+    model_poll_interval_s: float = Field(
+        default=5.0, ge=0, le=86400, description="Hot reload: seconds between polls of the model directory (0: off)."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, requests need it in X-API-Key or Authorization: Bearer (16+ chars)."
+    )
+    api_key_previous: SecretStr | None = Field(
+        default=None, description="A second accepted key, for rotation without downtime."
+    )
+    auth_exempt_health: bool = Field(default=True, description="/healthz, /readyz and /ping stay open with a key.")
+    auth_exempt_metrics: bool = Field(default=True, description="/metrics stays open with a key (for scrapers).")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); empty: CORS off."
+    )
     warmup: bool = Field(default=True, description="Run warm-up inferences before reporting ready.")
     gpu_memory_growth: bool = Field(default=True, description="TensorFlow allocates GPU memory as needed.")
     graceful_shutdown_s: float = Field(
@@ -84,6 +120,15 @@ class Settings(BaseSettings):
         description="Log level: a name, or one of SageMaker's numeric levels (20 = info).",
     )
     access_log: bool = Field(default=False, description="Uvicorn access log (method, path, status; never bodies).")
+    ood_max_colour_spread: float = Field(
+        default=0.05, ge=0, le=1, description="Non-MRI warning above this mean RGB spread (when the model has none)."
+    )
+    ood_max_border_brightness: float = Field(
+        default=0.35, ge=0, le=1, description="Non-MRI warning above this border gray level (when the model has none)."
+    )
+    ood_min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="Unsure warning under this top probability (when the model has none)."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -92,6 +137,24 @@ class Settings(BaseSettings):
         if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
             return logging.getLevelName(int(value)).lower()
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", "api_key_previous", mode="after")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """Strip the newline a Secret file often carries; refuse guessable keys."""
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if len(key) < 16:
+            raise ValueError("API keys must be at least 16 characters")
+        return SecretStr(key)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

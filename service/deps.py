@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the app's settings, classifier and batcher, as ``Annotated`` aliases."""
+"""FastAPI dependencies: the app's settings, classifier and batcher, as ``Annotated`` aliases.
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in the worker thread pool, so every request (the
+probes included) would wait for a free thread behind image decodes under load.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from service.classifier import Classifier
 from service.config import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _classifier(request: Request) -> Classifier:
+async def _classifier(request: Request) -> Classifier:
     classifier: Classifier = request.app.state.classifier
     return classifier
 
 
-def _batcher(request: Request) -> Batcher:
+async def _batcher(request: Request) -> Batcher:
     batcher: Batcher = request.app.state.batcher
     return batcher
 

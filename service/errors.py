@@ -48,6 +48,12 @@ class NotAcceptableError(ServiceError):
     status_code = 406
 
 
+class RequestTimeoutError(ServiceError):
+    """The client did not send the whole body in time (slow uploads, slowloris)."""
+
+    status_code = 408
+
+
 class PayloadTooLargeError(ServiceError):
     """Body over the byte limit or image over the pixel limit (decompression bombs)."""
 

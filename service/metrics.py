@@ -38,6 +38,12 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth", "Images admitted to the batcher and not yet inferred.")
 REJECTED = Counter(f"{PREFIX}_rejected_total", "Requests refused with 503 because the batching queue was full.")
+LIMITED = Counter(f"{PREFIX}_limited_total", "Requests refused with 503 by the concurrency limit.")
+MODEL_RELOADS = Counter(
+    f"{PREFIX}_model_reloads_total",
+    "Hot reloads of a new model version: success (swapped in) or failure (the old model kept serving).",
+    ["result"],
+)
 PREDICTIONS = Counter(f"{PREFIX}_predictions_total", "Predicted class of each classified image.", ["label"])
 CONFIDENCE = Histogram(
     f"{PREFIX}_prediction_confidence",

@@ -1,12 +1,16 @@
 """The decode -> predict step shared by every prediction route (encoding is left to each route).
 
 Decoding runs in a worker thread (never on the event loop) after the batcher has admitted the images, so
-an overloaded server refuses work before spending CPU on it; prediction is awaited from the batcher.
+an overloaded server refuses work before spending CPU on it; prediction is awaited from the batcher. At most
+``MRI_MAX_CONCURRENT_DECODES`` decodes run at once: a small file can decode to hundreds of MB (about 25 bytes
+per pixel at the peak), so their number, not only their size, must be bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -15,11 +19,33 @@ from starlette.concurrency import run_in_threadpool
 from service import metrics
 from service.batching import Batcher
 
+_decode_limit = 2
+#: One semaphore per event loop (tests run several apps): requests wait for a decode slot on the loop,
+#: holding no worker thread, so probes and other requests never queue behind them.
+_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def limit_decodes(count: int) -> None:
+    """Let at most ``count`` decodes run at once in this process (set from the settings by the app)."""
+    global _decode_limit
+    _decode_limit = count
+    _decode_slots.clear()
+
+
+def decode_slots() -> asyncio.Semaphore:
+    """The decode semaphore of the running event loop."""
+    loop = asyncio.get_running_loop()
+    slots = _decode_slots.get(loop)
+    if slots is None:
+        slots = _decode_slots[loop] = asyncio.Semaphore(_decode_limit)
+    return slots
+
 
 async def classify(batcher: Batcher, count: int, decode: Callable[[], np.ndarray]) -> np.ndarray:
     """Admit ``count`` images, run ``decode`` (-> uint8 [count, S, S, 3]) off the loop, await probabilities."""
     with batcher.reserve(count) as reservation:
         started = time.perf_counter()
-        images = await run_in_threadpool(decode)
+        async with decode_slots():
+            images = await run_in_threadpool(decode)
         metrics.STAGE_LATENCY.labels(stage="decode").observe(time.perf_counter() - started)
         return await reservation.submit(images)

@@ -27,6 +27,9 @@ from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMedia
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger than any MRI slice, far below a decompression bomb
 MIN_SIDE = 8
+#: Images longer than this are shrunk before padding: padding a 40000 x 8 strip to a square would allocate
+#: 40000^2 x 3 bytes (4.8 GB) for a file of a few hundred bytes. Smaller images take the exact path.
+MAX_PADDED_SIDE = 2048
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -188,6 +191,12 @@ def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         rgb = rgb[top:bottom, left:right]
     height, width = rgb.shape[:2]
     side = max(height, width)
+    if side > MAX_PADDED_SIDE:
+        scale = MAX_PADDED_SIDE / side
+        shrunk = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(shrunk, Image.Resampling.BILINEAR), dtype=np.uint8)
+        height, width = rgb.shape[:2]
+        side = max(height, width)
     if height != width:
         square = np.zeros((side, side, 3), dtype=np.uint8)
         y0, x0 = (side - height) // 2, (side - width) // 2

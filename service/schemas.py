@@ -11,6 +11,22 @@ from service.labels import CLASSES
 _EXAMPLE_PROBS: dict[str, Any] = dict(zip(CLASSES, (0.912, 0.061, 0.004, 0.023), strict=True))
 
 
+class InputCheck(BaseModel):
+    """The non-MRI / unsure warning of one image (``service.ood``): ``warning`` is true when the image is unlikely
+    to be a brain MRI slice (colour, bright background) or the model is unsure (low top probability)."""
+
+    warning: bool = Field(description="True when the result should not be trusted: see reasons.", examples=[False])
+    likely_mri: bool = Field(description="False for colour images or images without a dark background.")
+    confident: bool = Field(description="False when the top probability is under the model's threshold.")
+    reasons: list[str] = Field(
+        description="Failed checks: colour_image, bright_background, low_confidence.", examples=[[]]
+    )
+    message: str | None = Field(default=None, description="The reasons in words.", examples=[None])
+    score: float = Field(description="All checks on one scale: above 1 exactly when warning is true.")
+    colour_spread: float = Field(description="Mean (max - min) of the RGB channels, in [0, 1]; 0 for gray.")
+    border_brightness: float = Field(description="Mean gray level of the image's outer frame, in [0, 1].")
+
+
 class Prediction(BaseModel):
     """The classification of one image."""
 
@@ -20,6 +36,7 @@ class Prediction(BaseModel):
         description="Probability of each class by name, in the model's class order; they sum to 1.",
         examples=[_EXAMPLE_PROBS],
     )
+    check: InputCheck | None = Field(default=None, description="Non-MRI / unsure warning for this image.")
 
 
 class PredictResponse(BaseModel):
@@ -85,6 +102,9 @@ class TFServingPrediction(BaseModel):
 
     predictions: list[list[float]] | None = None
     outputs: list[list[float]] | None = None
+    checks: list[InputCheck] | None = Field(
+        default=None, description="/invocations only: the non-MRI / unsure warning of each image, in order."
+    )
 
 
 class VersionStatus(BaseModel):
@@ -120,4 +140,37 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "Unsupported content type or image format."},
     422: {"model": ErrorResponse, "description": "Malformed instances or form fields."},
     503: {"model": ErrorResponse, "description": "Model not ready, or queue full (with Retry-After)."},
+    401: {"model": ErrorResponse, "description": "An API key is configured and the request lacks it."},
+    408: {"model": ErrorResponse, "description": "The body was not received within MRI_BODY_TIMEOUT_S."},
+    504: {"model": ErrorResponse, "description": "Not answered within MRI_REQUEST_TIMEOUT_S."},
 }
+#: The answer of an unknown model name or version on the TensorFlow Serving routes.
+NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No model of that name or version is served."}
+}
+
+
+class Explanation(BaseModel):
+    """A Grad-CAM heatmap of one class, blended on the preprocessed image."""
+
+    method: str = Field(examples=["grad-cam"])
+    class_name: str = Field(description="The class explained (requested, else predicted).", examples=["glioma"])
+    target_layer: str = Field(description="The convolutional layer the heatmap is computed on.")
+    device: str = Field(description="Where the heatmap was computed.", examples=["CPU", "GPU:0"])
+    heatmap_shape: list[int] = Field(description="[height, width] of the raw heatmap.", examples=[[7, 7]])
+    overlay_png: str = Field(description="Base64 PNG: the heatmap colour-mapped and alpha-blended on image_png.")
+    image_png: str = Field(description="Base64 PNG: the model input (decoded, padded to square, resized).")
+    heatmap: list[list[float]] | None = Field(
+        default=None, description="The raw heatmap in [0, 1] (with ?heatmap=true), rows top to bottom."
+    )
+
+
+class ExplainResponse(BaseModel):
+    """Answer of ``POST /explain``: the same prediction as ``/predict`` plus its explanation."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str = Field(examples=["mri-classifier"])
+    model_version: int = Field(examples=[3])
+    prediction: Prediction
+    explanation: Explanation

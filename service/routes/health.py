@@ -40,6 +40,6 @@ async def readyz(classifier: ClassifierDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)")
-def prometheus_metrics() -> Response:
+async def prometheus_metrics() -> Response:  # async: a scrape never waits for a worker thread
     content, content_type = metrics.exposition()
     return Response(content=content, media_type=content_type)

@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service import codec, mime
+from service import codec, mime, ood
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
-from service.pipeline import classify
 from service.schemas import ERROR_RESPONSES, PredictResponse
 from service.uploads import image_files, read_body
 
@@ -54,5 +53,5 @@ async def predict(
     body = await read_body(request, settings.max_body_bytes)
     files = image_files(body, request.headers.get("content-type"), settings.max_images_per_request)
     decode = partial(codec.decode_files, files, model.preprocess, settings.max_pixels)
-    probs = await classify(batcher, len(files), decode)
-    return codec.encode_predictions(probs, model.info)
+    _, probs, checks = await ood.classify_checked(batcher, len(files), decode, ood.thresholds(model.metadata, settings))
+    return ood.attach(codec.encode_predictions(probs, model.info), checks)

@@ -13,10 +13,9 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service import codec, mime
+from service import codec, mime, ood
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import UnsupportedMediaTypeError
-from service.pipeline import classify
 from service.routes.health import readiness
 from service.routes.tfserving import predict_json
 from service.schemas import ERROR_RESPONSES, Readiness, TFServingPrediction
@@ -63,7 +62,7 @@ async def invocations(
         raise UnsupportedMediaTypeError(f"unsupported content type {content_type}; send one of {accepted}")
     body = await read_body(request, settings.max_body_bytes)
     if content_type == mime.JSON:
-        return JSONResponse(await predict_json(body, model, settings, batcher))
+        return JSONResponse(await predict_json(body, model, settings, batcher, with_checks=True))
     decode = partial(codec.decode_files, [body], model.preprocess, settings.max_pixels)
-    probs = await classify(batcher, 1, decode)
-    return JSONResponse(codec.encode_tfserving(probs, "predictions"))
+    _, probs, checks = await ood.classify_checked(batcher, 1, decode, ood.thresholds(model.metadata, settings))
+    return JSONResponse({**codec.encode_tfserving(probs, "predictions"), **ood.tfserving_checks(checks)})

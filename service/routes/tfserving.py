@@ -12,14 +12,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import codec, mime
+from service import codec, mime, ood
 from service.batching import Batcher
 from service.classifier import Classifier, LoadedModel, ModelState
 from service.config import Settings
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import NotFoundError
-from service.pipeline import classify
-from service.schemas import ERROR_RESPONSES, TFServingModelStatus, TFServingPrediction
+from service.schemas import ERROR_RESPONSES, NOT_FOUND_RESPONSE, TFServingModelStatus, TFServingPrediction
 from service.uploads import read_body
 
 router = APIRouter(prefix="/v1/models", tags=["tensorflow-serving"])
@@ -40,13 +39,19 @@ _JSON_BODY: dict[str, Any] = {
 }
 
 
-async def predict_json(body: bytes, model: LoadedModel, settings: Settings, batcher: Batcher) -> dict[str, Any]:
-    """A TF Serving JSON request body -> ``{"predictions": [[...4 probabilities], ...]}`` (shared with SageMaker)."""
+async def predict_json(
+    body: bytes, model: LoadedModel, settings: Settings, batcher: Batcher, with_checks: bool = False
+) -> dict[str, Any]:
+    """A TF Serving JSON request body -> ``{"predictions": [[...4 probabilities], ...]}`` (shared with SageMaker;
+    ``with_checks`` adds the non-MRI/unsure ``checks`` beside them)."""
     payload = await run_in_threadpool(codec.parse_json, body)
     instances, key = codec.tfserving_instances(payload, settings.max_images_per_request)
     decode = partial(codec.decode_instances, instances, model.preprocess, settings.max_pixels)
-    probs = await classify(batcher, len(instances), decode)
-    return codec.encode_tfserving(probs, key)
+    _, probs, checks = await ood.classify_checked(
+        batcher, len(instances), decode, ood.thresholds(model.metadata, settings)
+    )
+    answer: dict[str, Any] = codec.encode_tfserving(probs, key)
+    return {**answer, **ood.tfserving_checks(checks)} if with_checks else answer
 
 
 def _servable(classifier: Classifier, name: str, version: str | None) -> LoadedModel:
@@ -69,7 +74,7 @@ async def _predict(
 @router.post(
     "/{name}:predict",
     response_model=TFServingPrediction,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **NOT_FOUND_RESPONSE},
     openapi_extra=_JSON_BODY,
     summary="TF Serving predict (latest version)",
 )
@@ -82,7 +87,7 @@ async def predict_latest(
 @router.post(
     "/{name}/versions/{version}:predict",
     response_model=TFServingPrediction,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **NOT_FOUND_RESPONSE},
     openapi_extra=_JSON_BODY,
     summary="TF Serving predict (a specific version)",
 )
@@ -111,11 +116,18 @@ def _status(classifier: Classifier, name: str, version: str | None) -> TFServing
     return TFServingModelStatus.model_validate({"model_version_status": [entry]})
 
 
-@router.get("/{name}", response_model=TFServingModelStatus, summary="TF Serving model status")
+@router.get(
+    "/{name}", response_model=TFServingModelStatus, responses=NOT_FOUND_RESPONSE, summary="TF Serving model status"
+)
 async def model_status(name: str, classifier: ClassifierDep) -> TFServingModelStatus:
     return _status(classifier, name, None)
 
 
-@router.get("/{name}/versions/{version}", response_model=TFServingModelStatus, summary="TF Serving version status")
+@router.get(
+    "/{name}/versions/{version}",
+    response_model=TFServingModelStatus,
+    responses=NOT_FOUND_RESPONSE,
+    summary="TF Serving version status",
+)
 async def version_status(name: str, version: str, classifier: ClassifierDep) -> TFServingModelStatus:
     return _status(classifier, name, version)

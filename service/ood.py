@@ -1,0 +1,200 @@
+"""The non-MRI / unsure warning: three simple, well-known checks on each classified image.
+
+* **Grayscale check** (``colour_spread``): MRI slices are gray, so the mean over pixels of
+  ``(max(R, G, B) - min(R, G, B)) / 255`` is ~0 for them and clearly above it for photos.
+* **Background check** (``border_brightness``): a brain slice sits on a black background, so the mean gray
+  level of the outer frame of the model input (a band ``BORDER_FRACTION`` wide) is low; documents, X-ray
+  films and most grayscale photos have a bright border.
+* **Maximum softmax probability** (``confidence``; Hendrycks & Gimpel, ICLR 2017): the model is unsure when its
+  top probability is low.
+
+An image is flagged ``likely_mri = False`` when either image check fails, and ``confident = False`` when the
+top probability is under the threshold; ``warning`` is either. ``score`` puts the three on one scale
+(``max`` of each statistic divided by its threshold, the confidence as ``(1 - p) / (1 - threshold)``), so
+``score > 1`` exactly when ``warning`` is true; benchmarks/ood_calibration.py measures its AUROC.
+
+Thresholds come from the model's ``metadata.json`` (key ``"ood"``, written by the calibration script) or,
+when it has none, from the settings' defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batching import Batcher
+from service.config import Settings
+from service.pipeline import classify
+from service.schemas import InputCheck, PredictResponse
+
+METADATA_KEY = "ood"
+BORDER_FRACTION = 1 / 16
+REASON_COLOUR = "colour_image"
+REASON_BACKGROUND = "bright_background"
+REASON_CONFIDENCE = "low_confidence"
+MESSAGES = {
+    REASON_COLOUR: "the image is in colour; MRI slices are grayscale",
+    REASON_BACKGROUND: "the image has no dark background around the anatomy, unlike an MRI slice",
+    REASON_CONFIDENCE: "the model is unsure (low top probability)",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each check starts to warn."""
+
+    max_colour_spread: float = 0.05
+    max_border_brightness: float = 0.35
+    min_confidence: float = 0.5
+    source: str = "defaults"  # "defaults" | "metadata"
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "max_colour_spread": self.max_colour_spread,
+            "max_border_brightness": self.max_border_brightness,
+            "min_confidence": self.min_confidence,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], defaults: Thresholds) -> Thresholds:
+        """The model's calibrated thresholds (``metadata["ood"]``), each falling back to ``defaults``."""
+        section = metadata.get(METADATA_KEY)
+        if not isinstance(section, Mapping):
+            return defaults
+        values: dict[str, float] = {}
+        for key, default in defaults.to_dict().items():
+            value = section.get(key, default)
+            values[key] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+        return cls(**values, source="metadata")
+
+
+def thresholds(metadata: Mapping[str, Any], settings: Settings) -> Thresholds:
+    """The model's calibrated thresholds, else the settings' defaults."""
+    defaults = Thresholds(
+        max_colour_spread=settings.ood_max_colour_spread,
+        max_border_brightness=settings.ood_max_border_brightness,
+        min_confidence=settings.ood_min_confidence,
+    )
+    return Thresholds.from_metadata(metadata, defaults)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome for one image."""
+
+    colour_spread: float
+    border_brightness: float
+    confidence: float
+    score: float
+    reasons: tuple[str, ...]
+
+    @property
+    def likely_mri(self) -> bool:
+        return REASON_COLOUR not in self.reasons and REASON_BACKGROUND not in self.reasons
+
+    @property
+    def confident(self) -> bool:
+        return REASON_CONFIDENCE not in self.reasons
+
+    @property
+    def warning(self) -> bool:
+        return bool(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form shown in answers (``service.schemas.InputCheck``)."""
+        return {
+            "warning": self.warning,
+            "likely_mri": self.likely_mri,
+            "confident": self.confident,
+            "reasons": list(self.reasons),
+            "message": "; ".join(MESSAGES[r] for r in self.reasons) or None,
+            "score": round(self.score, 4),
+            "colour_spread": round(self.colour_spread, 4),
+            "border_brightness": round(self.border_brightness, 4),
+        }
+
+
+def colour_spread(images: np.ndarray) -> np.ndarray:
+    """Mean ``(max - min)`` over the RGB channels, per image, in [0, 1] (0 for a gray image)."""
+    x = np.asarray(images)
+    spread = x.max(axis=-1).astype(np.float32) - x.min(axis=-1).astype(np.float32)
+    return np.asarray(spread.mean(axis=(1, 2)) / 255.0, dtype=np.float64)
+
+
+def border_brightness(images: np.ndarray, fraction: float = BORDER_FRACTION) -> np.ndarray:
+    """Mean gray level (in [0, 1]) of the outer frame of each image, ``fraction`` of the side wide."""
+    gray = np.asarray(images, dtype=np.float32).mean(axis=-1)
+    side = gray.shape[1]
+    band = max(1, round(side * fraction))
+    mask = np.zeros(gray.shape[1:], dtype=bool)
+    mask[:band], mask[-band:], mask[:, :band], mask[:, -band:] = True, True, True, True
+    return np.asarray(gray[:, mask].mean(axis=1) / 255.0, dtype=np.float64)
+
+
+def scores(images: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """The three raw statistics per image (images uint8 [N, S, S, 3], probabilities [N, C])."""
+    return {
+        "colour_spread": colour_spread(images),
+        "border_brightness": border_brightness(images),
+        "confidence": np.asarray(probs, dtype=np.float64).max(axis=1),
+    }
+
+
+def combined_score(stats: Mapping[str, np.ndarray], thresholds: Thresholds) -> np.ndarray:
+    """One number per image, above 1 exactly when some check fails (higher = less like a confident MRI)."""
+    return np.maximum.reduce(
+        [
+            stats["colour_spread"] / max(thresholds.max_colour_spread, 1e-9),
+            stats["border_brightness"] / max(thresholds.max_border_brightness, 1e-9),
+            (1.0 - stats["confidence"]) / max(1.0 - thresholds.min_confidence, 1e-9),
+        ]
+    )
+
+
+def check(images: np.ndarray, probs: np.ndarray, thresholds: Thresholds) -> list[Check]:
+    """Run the checks on model inputs (uint8 [N, S, S, 3]) and their probabilities [N, C]."""
+    stats = scores(images, probs)
+    combined = combined_score(stats, thresholds)
+    out = []
+    for i in range(len(combined)):
+        spread, border, conf = (float(stats[k][i]) for k in ("colour_spread", "border_brightness", "confidence"))
+        failed = (
+            (REASON_COLOUR, spread > thresholds.max_colour_spread),
+            (REASON_BACKGROUND, border > thresholds.max_border_brightness),
+            (REASON_CONFIDENCE, conf < thresholds.min_confidence),
+        )
+        reasons = tuple(reason for reason, bad in failed if bad)
+        out.append(Check(spread, border, conf, float(combined[i]), reasons))
+    return out
+
+
+async def classify_checked(
+    batcher: Batcher, count: int, decode: Callable[[], np.ndarray], thresholds: Thresholds
+) -> tuple[np.ndarray, np.ndarray, list[Check]]:
+    """``pipeline.classify`` that also keeps the decoded images and checks them: (images, probs, checks)."""
+    kept: list[np.ndarray] = []
+
+    def decode_and_keep() -> np.ndarray:
+        images = decode()
+        kept.append(images)
+        return images
+
+    probs = await classify(batcher, count, decode_and_keep)
+    images = kept[0]
+    return images, probs, check(images, probs, thresholds)
+
+
+def attach(response: PredictResponse, checks: list[Check]) -> PredictResponse:
+    """Put each image's check into its prediction of a ``/predict`` answer."""
+    for prediction, result in zip(response.predictions, checks, strict=True):
+        prediction.check = InputCheck(**result.to_dict())
+    return response
+
+
+def tfserving_checks(checks: list[Check]) -> dict[str, list[dict[str, Any]]]:
+    """The extra ``checks`` key beside a TF Serving ``predictions`` answer (clients reading only
+    ``predictions`` are unaffected)."""
+    return {"checks": [result.to_dict() for result in checks]}

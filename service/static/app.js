@@ -1,0 +1,254 @@
+// The MRI classifier page: upload one image to /explain, show the probabilities, the check and the Grad-CAM.
+// No framework and nothing loaded from outside the service.
+"use strict";
+
+const CLASS_LABELS = {
+  glioma: "Glioma",
+  meningioma: "Meningioma",
+  no_tumor: "No tumour",
+  pituitary: "Pituitary",
+};
+const STATUS_TEXT = {
+  400: "The file could not be read",
+  401: "Not authorised",
+  406: "The service cannot answer in this format",
+  413: "The file is too large",
+  415: "This file type is not supported",
+  422: "The request was not valid",
+  501: "Explanations are not available for this model",
+  503: "The service is not ready or is busy; try again in a moment",
+};
+
+const $ = (id) => document.getElementById(id);
+const state = { imageUrl: null, overlayUrl: null, objectUrl: null };
+
+function classLabel(name) {
+  return CLASS_LABELS[name] || name;
+}
+
+function percent(p) {
+  return `${(p * 100).toFixed(1)} %`;
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function showError(text) {
+  const box = $("error");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function showImage(src, caption) {
+  const img = $("preview");
+  img.src = src;
+  img.alt = caption;
+  img.hidden = false;
+  $("preview-placeholder").hidden = true;
+  $("preview-caption").textContent = caption;
+}
+
+function showPlaceholder(text) {
+  const img = $("preview");
+  img.hidden = true;
+  img.removeAttribute("src");
+  $("preview-placeholder").textContent = text;
+  $("preview-placeholder").hidden = false;
+  $("preview-caption").textContent = "";
+}
+
+function updateImage() {
+  if (!state.imageUrl) return;
+  const toggle = $("heatmap-toggle");
+  if (toggle.checked && state.overlayUrl) {
+    showImage(state.overlayUrl, "Grad-CAM heatmap blended on the image the model sees");
+  } else {
+    showImage(state.imageUrl, "The image the model sees (padded to a square and resized)");
+  }
+}
+
+async function isDicom(file) {
+  if (/\.(dcm|dicom)$/i.test(file.name) || file.type === "application/dicom") return true;
+  const head = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return String.fromCharCode(...head) === "DICM";
+}
+
+async function showLocalPreview(file) {
+  if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+  state.objectUrl = null;
+  state.imageUrl = null;
+  state.overlayUrl = null;
+  $("heatmap-toggle").disabled = true;
+  if (await isDicom(file)) {
+    showPlaceholder("DICOM file: the preprocessed image appears after the analysis.");
+    return;
+  }
+  state.objectUrl = URL.createObjectURL(file);
+  showImage(state.objectUrl, "Your image");
+}
+
+function renderBars(probabilities, predicted) {
+  const list = $("bars");
+  list.replaceChildren();
+  for (const [name, p] of Object.entries(probabilities)) {
+    const item = document.createElement("li");
+    item.className = name === predicted ? "bar-row predicted-row" : "bar-row";
+    item.dataset.class = name;
+
+    const label = document.createElement("span");
+    label.className = "bar-label";
+    label.id = `bar-label-${name}`;
+    label.textContent = classLabel(name);
+
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    track.setAttribute("role", "progressbar");
+    track.setAttribute("aria-labelledby", label.id);
+    track.setAttribute("aria-valuemin", "0");
+    track.setAttribute("aria-valuemax", "100");
+    track.setAttribute("aria-valuenow", (p * 100).toFixed(1));
+    track.setAttribute("aria-valuetext", percent(p));
+    const fill = document.createElement("span");
+    fill.className = "bar-fill";
+    fill.style.width = `${Math.max(0, Math.min(100, p * 100))}%`;
+    track.append(fill);
+
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.dataset.probability = String(p);
+    value.textContent = percent(p);
+
+    item.append(label, track, value);
+    list.append(item);
+  }
+}
+
+function renderWarning(check) {
+  const box = $("warning");
+  if (!check || !check.warning) {
+    box.hidden = true;
+    box.textContent = "";
+    return;
+  }
+  const what = check.likely_mri
+    ? "The model is unsure about this image."
+    : "This image does not look like a brain MRI slice.";
+  box.textContent = `Caution: ${what} ${check.message ? `(${check.message}.)` : ""} Do not rely on this result.`;
+  box.hidden = false;
+}
+
+function render(answer) {
+  const prediction = answer.prediction;
+  const explanation = answer.explanation;
+  $("predicted-class").textContent = classLabel(prediction.label);
+  $("predicted-class").dataset.class = prediction.label;
+  $("predicted-confidence").textContent = percent(prediction.confidence);
+  renderBars(prediction.probabilities, prediction.label);
+  renderWarning(prediction.check);
+  $("result-model").textContent = `${answer.model_name} version ${answer.model_version}`;
+  $("explained-class").textContent = classLabel(explanation.class_name);
+  $("explain-device").textContent = explanation.device;
+  state.imageUrl = `data:image/png;base64,${explanation.image_png}`;
+  state.overlayUrl = `data:image/png;base64,${explanation.overlay_png}`;
+  const toggle = $("heatmap-toggle");
+  toggle.disabled = false;
+  updateImage();
+  $("result").hidden = false;
+  setStatus(`Done: ${classLabel(prediction.label)} ${percent(prediction.confidence)}.`);
+}
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function analyse(file) {
+  clearError();
+  $("result").hidden = true;
+  setStatus("Analysing…");
+  await showLocalPreview(file);
+  const form = new FormData();
+  form.append("file", file);
+  let response;
+  try {
+    const headers = { Accept: "application/json", ...authHeaders() };
+    response = await fetch("/explain", { method: "POST", body: form, headers });
+  } catch (err) {
+    setStatus("Failed.");
+    showError("The service could not be reached. Is it still running?");
+    return;
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;
+  }
+  if (!response.ok) {
+    const reason = (body && (body.error || body.detail)) || response.statusText || "no reason given";
+    const what = STATUS_TEXT[response.status] || "The request failed";
+    setStatus("Failed.");
+    showError(`${what} (HTTP ${response.status}): ${typeof reason === "string" ? reason : JSON.stringify(reason)}`);
+    if (response.status === 401) {
+      $("api-key-box").hidden = false;
+      $("api-key").focus();
+    }
+    if (!state.objectUrl) showPlaceholder("No image to show.");
+    return;
+  }
+  render(body);
+}
+
+async function loadModelInfo() {
+  try {
+    const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    if (response.ok && body.model) {
+      const m = body.model;
+      $("model-info").textContent = `${m.name} version ${m.version} (${m.runtime}, ${m.device})`;
+    } else {
+      $("model-info").textContent = `not ready: ${body.reason || body.status}`;
+    }
+  } catch (err) {
+    $("model-info").textContent = "unknown (the service did not answer)";
+  }
+}
+
+function setUp() {
+  const input = $("file-input");
+  input.addEventListener("change", () => {
+    if (input.files && input.files[0]) analyse(input.files[0]);
+  });
+  $("heatmap-toggle").addEventListener("change", updateImage);
+  $("api-key").value = sessionStorage.getItem("mri-api-key") || "";
+  $("api-key-box").hidden = !$("api-key").value;
+  $("api-key").addEventListener("change", () => sessionStorage.setItem("mri-api-key", $("api-key").value.trim()));
+
+  const zone = $("drop-zone");
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("dragging"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) analyse(file);
+  });
+  // A file dropped outside the zone must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  loadModelInfo();
+}
+
+document.addEventListener("DOMContentLoaded", setUp);
