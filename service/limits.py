@@ -22,6 +22,7 @@ from service import metrics, mime, pipeline
 from service.auth import APIKeyMiddleware, open_paths
 from service.config import Settings
 from service.errors import RequestTimeoutError
+from service.routes.ui import PAGE_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def add_guards(app: FastAPI, settings: Settings) -> None:
     )
     keys = [key.get_secret_value() for key in (settings.api_key, settings.api_key_previous) if key is not None]
     if keys:
-        app.add_middleware(APIKeyMiddleware, keys=keys, open_paths=open_paths(settings, PROBE_PATHS, METRICS_PATH))
+        reachable = open_paths(settings, PROBE_PATHS, METRICS_PATH) | PAGE_PATHS
+        app.add_middleware(APIKeyMiddleware, keys=keys, open_paths=reachable)
     app.add_middleware(
         RequestGuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

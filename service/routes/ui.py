@@ -22,6 +22,9 @@ _ASSETS: dict[str, str] = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
+#: The page and its assets hold no data, so they stay reachable without credentials (the page asks for the API
+#: key after a 401 from the API and sends it as ``X-API-Key``).
+PAGE_PATHS: frozenset[str] = frozenset({"/", *(f"/{STATIC_FOLDER}/{name}" for name in _ASSETS)})
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
     "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",

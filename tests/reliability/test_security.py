@@ -145,6 +145,14 @@ def test_probes_and_metrics_can_be_closed(start: Callable[..., TestClient]) -> N
     assert client.get("/ping").status_code == 200 and client.get("/metrics").status_code == 401
 
 
+def test_the_web_page_loads_without_a_key_but_the_api_does_not(start: Callable[..., TestClient]) -> None:
+    client = start(api_key=KEY)
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/static/other.js").status_code == 401
+    assert client.post("/predict").status_code == 401
+
+
 def test_the_key_never_reaches_the_log(start: Callable[..., TestClient], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     client = start(api_key=KEY)
