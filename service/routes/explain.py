@@ -62,8 +62,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _explainer(request: Request) -> Explainer:
-    """One ``Explainer`` per app, made on first use (so the app factory needs no change for it)."""
+async def _explainer(request: Request) -> Explainer:
+    """One ``Explainer`` per app, made on first use; async so it never waits in the thread pool behind decodes."""
     state = request.app.state
     with _explainer_lock:
         if getattr(state, "explainer", None) is None:
