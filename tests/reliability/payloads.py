@@ -196,17 +196,10 @@ def _dicom_bytes(ds: object) -> bytes:
 
 def dicom_image(patient_name: str = "Anonymous", patient_id: str = "0", frames: int = 1) -> bytes:
     """A 12-bit MONOCHROME2 DICOM slice carrying the given patient tags (``frames`` > 1: multi-frame)."""
-    pixels = (images.mri_slice(5, size=64)[:, :, 0].astype(np.uint16) * 16).astype(np.uint16)
-    ds, _ = _dicom_dataset(PatientName=patient_name, PatientID=patient_id)
-    ds.Rows, ds.Columns = pixels.shape  # type: ignore[attr-defined]
-    ds.SamplesPerPixel = 1  # type: ignore[attr-defined]
-    ds.PhotometricInterpretation = "MONOCHROME2"  # type: ignore[attr-defined]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0  # type: ignore[attr-defined]
+    pixels = images.mri_slice(5, size=64)[:, :, 0].astype(np.uint16) * 16
     if frames > 1:
-        ds.NumberOfFrames = frames  # type: ignore[attr-defined]
-        pixels = np.concatenate([pixels] * frames)
-    ds.PixelData = pixels.tobytes()  # type: ignore[attr-defined]
-    return _dicom_bytes(ds)
+        pixels = np.stack([pixels] * frames)
+    return images.make_dicom(pixels, bits=12, frames=frames, patient=patient_name, patient_id=patient_id)
 
 
 def dicom_with_bad_tag(name: str, value: str, **valid: object) -> bytes:

@@ -67,27 +67,55 @@ def _palette_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def dicom(seed: int = 5) -> bytes:
-    """A single-frame 12-bit MONOCHROME2 DICOM file, written in memory."""
-    from pydicom import dcmwrite
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits: int = 16,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    frames: int = 1,
+    patient: str = "Doe^Jane",
+    patient_id: str = "MRN-0042",
+    transfer_syntax: str | None = None,
+    encapsulated: bytes | None = None,
+) -> bytes:
+    """A minimal MR image object as a DICOM Part 10 file (the one DICOM builder of the tests)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-    pixels = (mri_slice(seed)[:, :, 0].astype(np.uint16) * 16).astype(np.uint16)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = patient
+    ds.PatientID = patient_id
     ds.Modality = "MR"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16 if bits > 8 else 8
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    dtype = np.uint16 if bits > 8 else np.uint8
+    ds.PixelData = encapsulate([encapsulated]) if encapsulated else pixels.astype(dtype).tobytes()
     buf = io.BytesIO()
-    dcmwrite(buf, ds, enforce_file_format=True)
+    ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def dicom(seed: int = 5) -> bytes:
+    """A single-frame 12-bit MONOCHROME2 DICOM file, written in memory."""
+    return make_dicom(mri_slice(seed)[:, :, 0].astype(np.uint16) * 16, bits=12)

@@ -7,57 +7,12 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless, MRImageStorage, generate_uid
+from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless
 
 from service.errors import BadImageError, UnsupportedMediaTypeError
 from service.preprocessing import PreprocessConfig, decode_image, preprocess
+from tests.service.images import make_dicom
 from tests.synthetic import mri_like
-
-
-def make_dicom(
-    pixels: np.ndarray,
-    *,
-    photometric: str = "MONOCHROME2",
-    bits: int = 16,
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    window: tuple[float, float] | None = None,
-    frames: int = 1,
-    patient: str = "Doe^Jane",
-    transfer_syntax=ExplicitVRLittleEndian,
-    encapsulated: bytes | None = None,
-) -> bytes:
-    """A minimal MR image object as a DICOM Part 10 file."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = patient
-    ds.PatientID = "MRN-0042"
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16 if bits > 8 else 8
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    dtype = np.uint16 if bits > 8 else np.uint8
-    ds.PixelData = encapsulate([encapsulated]) if encapsulated else pixels.astype(dtype).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

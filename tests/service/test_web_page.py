@@ -19,7 +19,7 @@ import pytest
 
 from service.labels import CLASSES
 from tests.service import web
-from tests.service.test_dicom import make_dicom
+from tests.service.images import make_dicom
 from tests.synthetic import jpeg_bytes, mri_like
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
