@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve_command() -> list[str]:
-    script = shutil.which("mri-classifier", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "training.cli"]
+from tests.processes import free_port, serve_command
 
 
 def rss_bytes(pid: int) -> int:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from service.preprocessing import PreprocessConfig, preprocess, to_model_input
+from tests.processes import free_port, serve_command
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE
 
@@ -26,27 +23,16 @@ CONFIG = PreprocessConfig(image_size=IMAGE_SIZE)
 TOLERANCE = {"f32": 1e-4, "f16": 0.01, "bf16": 0.03}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve_command() -> list[str]:
-    script = shutil.which("mri-classifier", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "training.cli"]
-
-
 @pytest.fixture
 def server(model_root, tmp_path):
     """``mri-classifier serve`` on a free port (runtime auto); yields (process, base URL, log path)."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", SAGEMAKER_BIND_TO_PORT=str(port), MRI_MAX_BATCH_SIZE="4")
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*_serve_command(), "serve", "--model-dir", str(model_root), "--host", "127.0.0.1"],
+            [*serve_command(), "serve", "--model-dir", str(model_root), "--host", "127.0.0.1"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.processes import free_port, serve_command
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,24 +34,13 @@ MISSING_CHROMIUM = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve_command() -> list[str]:
-    script = shutil.which("mri-classifier", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "training.cli"]
-
-
 @contextmanager
 def serve(model_dir: Path, log_path: Path, runtime: str = "tensorflow", timeout: float = 180.0) -> Iterator[str]:
     """Run ``mri-classifier serve`` on 127.0.0.1 and a free port until the model is ready; yields the base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", MRI_LOG_LEVEL="debug")
-    command = [*_serve_command(), "serve", "--model-dir", str(Path(model_dir).resolve()), "--host", "127.0.0.1"]
+    command = [*serve_command(), "serve", "--model-dir", str(Path(model_dir).resolve()), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--runtime", runtime]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent)
