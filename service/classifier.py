@@ -26,6 +26,7 @@ from service.errors import ModelNotReadyError
 from service.labels import CLASSES
 from service.preprocessing import PreprocessConfig
 from service.runtime import ModelLoadError, Runtime, load_runtime, resolve_runtime
+from service.tta import predict_with_tta
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class ModelInfo:
     image_size: int
     classes: tuple[str, ...]
     load_seconds: float
+    tta: str = "none"
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ class LoadedModel:
     version_dir: Path
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 or float images [N, S, S, 3] in [0, 255] -> probabilities [N, 4]."""
-        return self.runtime.predict(np.asarray(images, dtype=np.float32))
+        """uint8 or float images [N, S, S, 3] in [0, 255] -> probabilities [N, 4] (with the configured TTA)."""
+        return predict_with_tta(self.runtime.predict, np.asarray(images, dtype=np.float32), self.info.tta)
 
 
 def find_version_dir(model_dir: Path, version: int | None = None) -> Path:
@@ -153,6 +155,7 @@ def load_model(settings: Settings, version_dir: Path | None = None) -> LoadedMod
         image_size=preprocess.image_size,
         classes=CLASSES,
         load_seconds=0.0,
+        tta=settings.tta,
     )
     model = LoadedModel(info, preprocess, metadata, runtime, version_dir)
     if settings.warmup:

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mime
+from service.tta import TTA
 
 #: 4096 x 4096: above any MRI slice; a 16 MP decode peaks near 400 MB, which a 2 GiB pod can afford twice.
 SERVICE_MAX_PIXELS = 4096 * 4096
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
         "AVX512-BF16/AMX, f32 elsewhere); f32 matches TensorFlow to 1e-4.",
     )
     inference_threads: int = Field(default=0, ge=0, description="CPU threads for inference; 0 = the runtime's default.")
+    tta: TTA = Field(
+        default="none",
+        description="Test-time augmentation: flip averages each image with its left-right mirror "
+        "(twice the compute; see the model card for what it changed on validation).",
+    )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="Largest batch the dynamic batcher forms.")
     max_wait_ms: float = Field(
         default=2.0,

@@ -85,6 +85,7 @@ class ModelStatus(BaseModel):
     image_size: int = Field(examples=[224])
     classes: list[str] = Field(examples=[list(CLASSES)])
     load_seconds: float = Field(examples=[6.2])
+    tta: str = Field(default="none", description="Test-time augmentation: none, or flip (mean with the mirror).")
 
 
 class Readiness(BaseModel):

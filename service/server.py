@@ -18,6 +18,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.tta import TTA_MODES
 
 log = logging.getLogger("service")
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (default 8080, or SAGEMAKER_BIND_TO_PORT)")
     parser.add_argument("--runtime", choices=["auto", "tensorflow", "openvino", "onnxruntime"])
     parser.add_argument("--max-batch-size", dest="max_batch_size", type=int)
+    parser.add_argument("--tta", choices=list(TTA_MODES), help="test-time augmentation (default none)")
     parser.add_argument("--max-wait-ms", dest="max_wait_ms", type=float)
     parser.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
     return parser

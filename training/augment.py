@@ -1,7 +1,9 @@
 """Training-only augmentation, applied in the tf.data pipeline (never part of the exported model).
 
-Left-right flips, small rotations, zoom and translation, contrast, brightness and gamma changes, blur and noise:
-changes that imitate other scanners, sequences and crops. No up-down flip unless asked for (brains have a top).
+Left-right flips, small rotations, zoom and translation, contrast, brightness and gamma changes, blur, noise,
+lower resolution and inversion of the tissue intensities (dark background kept): changes that imitate other
+scanners, sequences and crops. Mixup blends pairs of images and their labels. No up-down flip unless asked for
+(brains have a top).
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ class AugmentConfig:
     gamma: float = 0.0  # max |log gamma|; 0.25 ~ gamma in [0.78, 1.28]
     blur_probability: float = 0.0
     noise_std: float = 0.0  # in pixel units (0-255)
+    downscale_probability: float = 0.0  # shrink to 35-100% and back up: other resolutions and re-encodings
+    invert_probability: float = 0.0  # tissue intensities inverted, background kept dark (T1 <-> T2-like contrast)
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels
+
+    def __post_init__(self) -> None:
+        for name in ("blur_probability", "downscale_probability", "invert_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        for name in ("rotation", "zoom", "translate", "contrast", "brightness", "gamma", "noise_std", "mixup_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,8 +86,53 @@ def make_augment_fn(config: AugmentConfig, seed: int):  # type: ignore[no-untype
             blurred = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
             use = rng.uniform([batch, 1, 1, 1]) < config.blur_probability
             x = tf.where(use, blurred, x)
+        if config.downscale_probability > 0:
+            x = _downscale(x, rng, config.downscale_probability)
+        if config.invert_probability > 0:
+            x = _invert_tissue(x, rng, config.invert_probability)
         if config.noise_std > 0:
             x = x + rng.normal(tf.shape(x), stddev=config.noise_std)
-        return tf.clip_by_value(x, 0.0, 255.0), labels, weights
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        if config.mixup_alpha > 0:
+            x, labels, weights = _mixup(x, labels, weights, rng, config.mixup_alpha)
+        return x, labels, weights
 
     return augment
+
+
+def _per_image(rng: tf.random.Generator, x: tf.Tensor, probability: float) -> tf.Tensor:
+    """A [batch, 1, 1, 1] boolean: which images of the batch get an augmentation."""
+    return rng.uniform([tf.shape(x)[0], 1, 1, 1]) < probability
+
+
+def _downscale(x: tf.Tensor, rng: tf.random.Generator, probability: float) -> tf.Tensor:
+    """Shrink chosen images to a random 35-100% of their size and back (one scale per batch)."""
+    size = tf.shape(x)[1:3]
+    scale = rng.uniform([], 0.35, 1.0)
+    small = tf.maximum(tf.cast(tf.cast(size, tf.float32) * scale, tf.int32), 8)
+    low = tf.image.resize(tf.image.resize(x, small, method="area"), size, method="bilinear")
+    return tf.where(_per_image(rng, x, probability), low, x)
+
+
+def _invert_tissue(x: tf.Tensor, rng: tf.random.Generator, probability: float) -> tf.Tensor:
+    """Invert the intensities inside the head (pixels above a low threshold); the background stays dark."""
+    tissue = tf.reduce_mean(x, axis=-1, keepdims=True) > 20.0
+    inverted = tf.where(tissue, 275.0 - x, x)
+    return tf.where(_per_image(rng, x, probability), inverted, x)
+
+
+def _mixup(
+    x: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, rng: tf.random.Generator, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Blend each image with a shuffled partner: lam ~ Beta(alpha, alpha), labels and weights alike."""
+    batch = tf.shape(x)[0]
+    g1 = tf.random.stateless_gamma([batch], rng.make_seeds(1)[:, 0], alpha=alpha)
+    g2 = tf.random.stateless_gamma([batch], rng.make_seeds(1)[:, 0], alpha=alpha)
+    lam = g1 / (g1 + g2 + 1e-12)
+    order = tf.argsort(rng.uniform([batch]))
+    lam_x = lam[:, None, None, None]
+    lam_y = lam[:, None]
+    mixed_x = lam_x * x + (1 - lam_x) * tf.gather(x, order)
+    mixed_y = lam_y * labels + (1 - lam_y) * tf.gather(labels, order)
+    mixed_w = lam * weights + (1 - lam) * tf.gather(weights, order)
+    return mixed_x, mixed_y, mixed_w

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from service.labels import CLASSES
+from service.tta import TTA_MODES, predict_with_tta
 
 log = logging.getLogger("training.evaluate")
 
@@ -35,21 +36,24 @@ def resolve_version_dir(model: Path) -> Path:
 
 
 def predict_saved_model(
-    version_dir: Path, images: np.ndarray, batch_size: int = 32, progress: bool = True
+    version_dir: Path, images: np.ndarray, batch_size: int = 32, progress: bool = True, tta: str = "none"
 ) -> np.ndarray:
-    """Probabilities from the SavedModel's serving signature, batch by batch."""
+    """Probabilities from the SavedModel's serving signature, batch by batch (with the service's TTA)."""
     import tensorflow as tf
     from tqdm import tqdm
 
     from training.export import OUTPUT_NAME, SERVING_SIGNATURE
 
     fn = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(fn(images=tf.constant(batch, dtype=tf.float32))[OUTPUT_NAME].numpy())
+
     out = []
     for start in tqdm(
         range(0, len(images), batch_size), desc="predicting", unit="batch", disable=not progress, leave=False
     ):
-        batch = tf.constant(images[start : start + batch_size], dtype=tf.float32)
-        out.append(fn(images=batch)[OUTPUT_NAME].numpy())
+        out.append(predict_with_tta(predict, images[start : start + batch_size], tta))
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
@@ -130,6 +134,8 @@ def markdown_summary(metrics: dict[str, Any]) -> str:
         ]
         for c, row in zip(CLASSES, m["confusion_matrix"], strict=True):
             lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    if metrics.get("tta", "none") != "none":
+        lines += ["", f"Test-time augmentation: {metrics['tta']} (probabilities averaged over the views)."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +146,7 @@ def evaluate(
     train_data: Path | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics dictionary."""
     from service.preprocessing import PreprocessConfig
@@ -154,7 +161,7 @@ def evaluate(
     config = PreprocessConfig.from_dict(metadata["preprocessing"])
     samples, skipped = ds.scan_folder(data, require_all_classes=False)
     test = ds.load_images(samples, config, skipped, progress=progress, desc="test data")
-    probs = predict_saved_model(version_dir, test.images, batch_size, progress)
+    probs = predict_saved_model(version_dir, test.images, batch_size, progress, tta)
     labels = test.labels
 
     twin_source: str
@@ -179,6 +186,7 @@ def evaluate(
             "version": metadata.get("version"),
             "path": str(version_dir),
         },
+        "tta": tta,
         "test_folder": str(data),
         "skipped_files": [{"file": f, "reason": r} for f, r in test.skipped],
         "twin_source": twin_source,
@@ -237,7 +245,10 @@ def run(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--train-data", type=Path, help="training folder, to find test images with a copy in it")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation, as the service's MRI_TTA"
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
-    evaluate(args.model, args.data, args.out, args.train_data, args.batch_size, args.progress)
+    evaluate(args.model, args.data, args.out, args.train_data, args.batch_size, args.progress, args.tta)
     return 0

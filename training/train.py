@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gamma",
         "blur_probability",
         "noise_std",
+        "downscale_probability",
+        "invert_probability",
+        "mixup_alpha",
     ):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
     return p

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from service.labels import CLASSES
+from service.preprocessing import PreprocessConfig
+from training import data as ds
 from training.cli import main
+from training.evaluate import predict_saved_model, resolve_version_dir
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +150,24 @@ def test_evaluate_command_recomputes_twins_from_training_data(trained, synthetic
     assert metrics["deduplicated"]["n"] == metrics["raw"]["n"] - len(synthetic_dataset.test_twins)
     printed = capsys.readouterr().out
     assert "deduplicated" in printed and "raw" in printed
+
+
+def test_evaluate_with_flip_tta_averages_image_and_mirror(trained, synthetic_dataset, tmp_path):
+    argv = ["evaluate", "--model", str(trained / "model"), "--data", str(synthetic_dataset.test), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "flip"), "--tta", "flip"]) == 0
+    tta = json.loads((tmp_path / "flip" / "metrics.json").read_text())
+    assert tta["tta"] == "flip"
+    assert "Test-time augmentation: flip" in (tmp_path / "flip" / "summary.md").read_text()
+
+    def probabilities(report: Path) -> np.ndarray:
+        with (report / "predictions.csv").open() as fh:
+            return np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in csv.DictReader(fh)])
+
+    plain, flipped = probabilities(tmp_path / "plain"), probabilities(tmp_path / "flip")
+    version_dir = resolve_version_dir(trained / "model")
+    config = PreprocessConfig.from_dict(json.loads((version_dir / "metadata.json").read_text())["preprocessing"])
+    samples, skipped = ds.scan_folder(synthetic_dataset.test, require_all_classes=False)
+    mirrored = predict_saved_model(version_dir, ds.load_images(samples, config, skipped, False).images[:, :, ::-1])
+    np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-4)
+    np.testing.assert_allclose(flipped.sum(axis=1), 1.0, atol=1e-4)
