@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service import mime
 from service.labels import CLASSES
 
 _EXAMPLE_PROBS: dict[str, Any] = dict(zip(CLASSES, (0.912, 0.061, 0.004, 0.023), strict=True))
@@ -131,6 +132,27 @@ class TFServingModelStatus(BaseModel):
     )
 
     model_version_status: list[VersionStatus]
+
+
+#: OpenAPI schema of a binary body or form field.
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+#: OpenAPI schema of the one-image form field ``file``.
+IMAGE_FILE_FIELD: dict[str, Any] = {**BINARY, "description": "One image: JPEG, PNG (8/16-bit) or DICOM."}
+
+
+def image_request_body(
+    form_fields: dict[str, dict[str, Any]],
+    required: list[str] | None = None,
+    extra_content: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` of a route taking a multipart form with ``form_fields`` or one raw image body."""
+    form: dict[str, Any] = {"type": "object", "properties": form_fields}
+    if required:
+        form["required"] = required
+    content: dict[str, Any] = {mime.MULTIPART_FORM: {"schema": form}} if form_fields else {}
+    content.update(extra_content or {})
+    content.update({media: {"schema": BINARY} for media in sorted(mime.IMAGE_BODY_TYPES)})
+    return {"requestBody": {"required": True, "content": content}}
 
 
 #: Documented error answers, shared by the routes' ``responses=``.

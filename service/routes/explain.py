@@ -24,7 +24,15 @@ from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import InvalidInputError, NotAcceptableError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.explain import METHOD, TARGET_LAYER, Explainer
 from service.labels import CLASSES, UnknownLabelError, canonical_label
-from service.schemas import ERROR_RESPONSES, ExplainResponse, Explanation, InputCheck
+from service.schemas import (
+    BINARY,
+    ERROR_RESPONSES,
+    IMAGE_FILE_FIELD,
+    ExplainResponse,
+    Explanation,
+    InputCheck,
+    image_request_body,
+)
 from service.uploads import parse_multipart, read_body
 
 router = APIRouter(tags=["explanation"])
@@ -33,28 +41,16 @@ CLASS_FIELD = "class_name"
 _NO_STORE = {"Cache-Control": "no-store"}
 _explainer_lock = threading.Lock()
 
-_BINARY = {"type": "string", "format": "binary"}
-_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            mime.MULTIPART_FORM: {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {**_BINARY, "description": "One image: JPEG, PNG (8/16-bit) or DICOM."},
-                        CLASS_FIELD: {"type": "string", "enum": list(CLASSES), "description": "Class to explain."},
-                    },
-                }
-            },
-            **{media: {"schema": _BINARY} for media in sorted(mime.IMAGE_BODY_TYPES)},
-        },
-    }
-}
+_REQUEST_BODY = image_request_body(
+    {
+        "file": IMAGE_FILE_FIELD,
+        CLASS_FIELD: {"type": "string", "enum": list(CLASSES), "description": "Class to explain."},
+    },
+    required=["file"],
+)
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {mime.PNG: {"schema": _BINARY}},
+        "content": {mime.PNG: {"schema": BINARY}},
         "description": "JSON by default; the overlay PNG itself with `Accept: image/png`.",
     },
     **ERROR_RESPONSES,

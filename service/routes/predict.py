@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from fastapi import APIRouter, Request
 
 from service import codec, mime, ood
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
-from service.schemas import ERROR_RESPONSES, PredictResponse
+from service.schemas import BINARY, ERROR_RESPONSES, IMAGE_FILE_FIELD, PredictResponse, image_request_body
 from service.uploads import image_files, read_body
 
 router = APIRouter(tags=["prediction"])
 
-_BINARY = {"type": "string", "format": "binary"}
-_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            mime.MULTIPART_FORM: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {**_BINARY, "description": "One image: JPEG, PNG (8/16-bit) or DICOM."},
-                        "files": {"type": "array", "items": _BINARY, "description": "Several images."},
-                    },
-                }
-            },
-            mime.JPEG: {"schema": _BINARY},
-            mime.PNG: {"schema": _BINARY},
-            mime.OCTET_STREAM: {"schema": _BINARY},
-        },
+_REQUEST_BODY = image_request_body(
+    {
+        "file": IMAGE_FILE_FIELD,
+        "files": {"type": "array", "items": BINARY, "description": "Several images."},
     }
-}
+)
 
 
 @router.post(

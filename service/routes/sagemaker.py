@@ -18,12 +18,10 @@ from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import UnsupportedMediaTypeError
 from service.routes.health import readiness
 from service.routes.tfserving import predict_json
-from service.schemas import ERROR_RESPONSES, Readiness, TFServingPrediction
+from service.schemas import ERROR_RESPONSES, Readiness, TFServingPrediction, image_request_body
 from service.uploads import read_body
 
 router = APIRouter(tags=["sagemaker"])
-
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
 @router.get(
@@ -40,15 +38,12 @@ async def ping(classifier: ClassifierDep) -> JSONResponse:
     "/invocations",
     response_model=TFServingPrediction,
     responses=ERROR_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                mime.JSON: {"schema": {"type": "object"}, "example": {"instances": [{"b64": "<base64 image>"}]}},
-                **{media: _BINARY for media in sorted(mime.IMAGE_BODY_TYPES)},
-            },
-        }
-    },
+    openapi_extra=image_request_body(
+        {},
+        extra_content={
+            mime.JSON: {"schema": {"type": "object"}, "example": {"instances": [{"b64": "<base64 image>"}]}}
+        },
+    ),
     summary="SageMaker inference: one image body, or TF Serving JSON instances",
 )
 async def invocations(

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from service import mime
 from service.classifier import Classifier
 from service.preprocessing import PreprocessConfig, preprocess
 from tests.service import images
@@ -115,4 +116,7 @@ def test_openapi_documents_the_routes(client):
         schema["paths"]
     )
     assert "examples" in schema["components"]["schemas"]["PredictResponse"]
+    for path in ("/predict", "/explain", "/invocations"):
+        documented = set(schema["paths"][path]["post"]["requestBody"]["content"])
+        assert documented >= mime.IMAGE_BODY_TYPES, path  # every raw image body the routes accept
     assert client.get("/docs").status_code == 200
