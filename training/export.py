@@ -90,9 +90,9 @@ def export_model(
         cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
         return {OUTPUT_NAME: probs, "heatmap": cam, "class_index": chosen}
 
+    # No archive.track(): the endpoints capture the variables they use, and tracking the Keras models as well
+    # would store every weight twice (keras-team/keras#23553: 2x the files and 2x the memory of every loader).
     archive = keras.export.ExportArchive()
-    archive.track(serving)
-    archive.track(cam_model)
     archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=[images_spec])
     archive.add_endpoint(
         GRADCAM_SIGNATURE,

@@ -113,3 +113,24 @@ def test_versions_increase_and_are_never_overwritten(tmp_path):
     assert json.loads((second / "metadata.json").read_text())["version"] == 2
     with pytest.raises(FileExistsError):
         export_model(model, tmp_path, {"classes": []}, version=1)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "efficientnet_lite0"])
+def test_every_weight_is_stored_once(tmp_path, backbone):
+    """keras-team/keras#23553: tracking the model in the ExportArchive would store each variable twice."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = build_model(32, backbone=backbone)
+    version_dir = export_model(model, tmp_path, {"classes": []})
+    reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
+    stored = sum(
+        int(np.prod(shape))
+        for name, shape in reader.get_variable_to_shape_map().items()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    )
+    assert stored == model.count_params()
+    loaded = tf.saved_model.load(str(version_dir))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    out = loaded.signatures["serving_default"](images=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(out, model(x, training=False).numpy(), atol=1e-5)
