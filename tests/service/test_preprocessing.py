@@ -11,6 +11,7 @@ from PIL import Image
 from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.preprocessing import (
     PreprocessConfig,
+    _channel_mean,
     brain_bounding_box,
     decode_image,
     preprocess,
@@ -89,6 +90,15 @@ def test_brain_crop_finds_the_foreground():
     assert (top, bottom, left, right) == (30, 70, 20, 60)
     out = to_model_input(img, PreprocessConfig(image_size=40, crop_brain=True, crop_margin=0.0))
     assert out.min() == 150  # only brain left
+
+
+def test_channel_mean_is_numpys_mean_bit_for_bit():
+    """The crop's fast grey level must equal what the shipped model was trained with (``rgb.mean(axis=2)``)."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((1, 1), (7, 300), (257, 129))]
+    images += [np.full((5, 5, 3), 255, np.uint8), mri_like(2, np.random.default_rng(1), 64)]
+    for image in images:
+        np.testing.assert_array_equal(_channel_mean(image), image.mean(axis=2))
 
 
 @pytest.mark.parametrize(
