@@ -163,7 +163,7 @@ def test_build_context_is_an_allow_list_that_holds_every_copy_source() -> None:
     for never in (
         ".venv/bin/python",
         ".git/HEAD",
-        "models/mri-classifier/1/saved_model.pb",
+        "models/mri-classifier/2/saved_model.pb",
         "runs/x",
         "scratch/x",
     ):
