@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
 
@@ -115,8 +115,13 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+def _has_orientation(image: Image.Image) -> bool:
+    """Whether EXIF asks for a rotation or flip (``exif_transpose`` otherwise only copies the image)."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None)
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image) or image
+    image = ImageOps.exif_transpose(image, in_place=False) if _has_orientation(image) else image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _gray_to_rgb(_window_to_uint8(np.asarray(image)))
@@ -131,7 +136,7 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
         image = image.convert("L")
     if image.mode == "L":
         return _gray_to_rgb(np.asarray(image, dtype=np.uint8))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:

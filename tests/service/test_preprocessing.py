@@ -92,6 +92,21 @@ def test_brain_crop_finds_the_foreground():
     assert out.min() == 150  # only brain left
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_every_exif_orientation_matches_pillows_exif_transpose(orientation, fmt):
+    """The shortcut that skips ``exif_transpose`` without an Orientation tag must not change any image."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), np.uint8)), fmt, exif=exif.tobytes()
+    )
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data), expected)
+
+
 def test_channel_mean_is_numpys_mean_bit_for_bit():
     """The crop's fast grey level must equal what the shipped model was trained with (``rgb.mean(axis=2)``)."""
     rng = np.random.default_rng(0)
