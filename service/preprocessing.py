@@ -121,7 +121,7 @@ def _has_orientation(image: Image.Image) -> bool:
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image, in_place=False) if _has_orientation(image) else image
+    image = ImageOps.exif_transpose(image) if _has_orientation(image) else image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _gray_to_rgb(_window_to_uint8(np.asarray(image)))

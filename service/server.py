@@ -14,10 +14,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import get_args
 
 from pydantic import ValidationError
 
-from service.config import Settings
+from service.config import LogLevel, RuntimeName, Settings
 from service.tta import TTA_MODES
 
 log = logging.getLogger("service")
@@ -30,11 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", dest="model_dir", help="model folder (default /opt/ml/model)")
     parser.add_argument("--host", help="interface to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default 8080, or SAGEMAKER_BIND_TO_PORT)")
-    parser.add_argument("--runtime", choices=["auto", "tensorflow", "openvino", "onnxruntime"])
+    parser.add_argument("--runtime", choices=get_args(RuntimeName))
     parser.add_argument("--max-batch-size", dest="max_batch_size", type=int)
-    parser.add_argument("--tta", choices=list(TTA_MODES), help="test-time augmentation (default none)")
+    parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default none)")
     parser.add_argument("--max-wait-ms", dest="max_wait_ms", type=float)
-    parser.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-level", dest="log_level", choices=get_args(LogLevel))
     return parser
 
 

@@ -8,7 +8,7 @@ scanners, sequences and crops. Mixup blends pairs of images and their labels. No
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import keras
@@ -34,12 +34,17 @@ class AugmentConfig:
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels
 
     def __post_init__(self) -> None:
-        for name in ("blur_probability", "downscale_probability", "invert_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+        for name in self.strengths():
+            value = getattr(self, name)
+            if name.endswith("_probability") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        for name in ("rotation", "zoom", "translate", "contrast", "brightness", "gamma", "noise_std", "mixup_alpha"):
-            if getattr(self, name) < 0:
+            if value < 0:
                 raise ValueError(f"{name} must not be negative")
+
+    @classmethod
+    def strengths(cls) -> list[str]:
+        """Names of the numeric fields (every one but the flip switches)."""
+        return [f.name for f in fields(cls) if isinstance(f.default, float)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,8 +89,7 @@ def make_augment_fn(config: AugmentConfig, seed: int):  # type: ignore[no-untype
             kernel = tf.constant([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
             kernel = tf.tensordot(kernel, kernel, axes=0)[:, :, None, None] * tf.ones([1, 1, 3, 1])
             blurred = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
-            use = rng.uniform([batch, 1, 1, 1]) < config.blur_probability
-            x = tf.where(use, blurred, x)
+            x = tf.where(_per_image(rng, x, config.blur_probability), blurred, x)
         if config.downscale_probability > 0:
             x = _downscale(x, rng, config.downscale_probability)
         if config.invert_probability > 0:

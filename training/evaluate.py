@@ -245,9 +245,7 @@ def run(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--train-data", type=Path, help="training folder, to find test images with a copy in it")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation, as the service's MRI_TTA"
-    )
+    p.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation, as the service's MRI_TTA")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
     evaluate(args.model, args.data, args.out, args.train_data, args.batch_size, args.progress, args.tta)

@@ -128,19 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("augmentation (training data only)")
     g.add_argument("--flip-left-right", action=argparse.BooleanOptionalAction, default=a.flip_left_right)
     g.add_argument("--flip-up-down", action=argparse.BooleanOptionalAction, default=a.flip_up_down)
-    for name in (
-        "rotation",
-        "zoom",
-        "translate",
-        "contrast",
-        "brightness",
-        "gamma",
-        "blur_probability",
-        "noise_std",
-        "downscale_probability",
-        "invert_probability",
-        "mixup_alpha",
-    ):
+    for name in AugmentConfig.strengths():
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
     return p
 
