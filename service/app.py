@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             threading.Thread(target=classifier.load, name="mri-model-loader", daemon=True).start()
         watcher = ModelWatcher(classifier, settings.model_poll_interval_s)  # hot reload of new versions
         watcher.start()
+        app.state.watcher = watcher
         try:
             yield
         finally:

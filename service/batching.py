@@ -5,6 +5,9 @@ queue is full, before any decoding work is spent), decodes them, then *submits* 
 per image. The worker takes everything queued up to ``max_batch_size``; it waits up to ``max_wait_ms`` for
 more only while other admitted requests are still decoding, so a lone request never waits. Inference runs
 in the worker thread, off the event loop, and each result goes back to the future of its own image.
+
+Each submission names the model that runs it (the one whose preprocessing decoded its images): a batch holds
+only images of one model, so during a hot reload a request is served end to end by one model version.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -29,9 +33,16 @@ log = logging.getLogger(__name__)
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
+class Predictor(Protocol):
+    """A model version: images [N, S, S, 3] -> probabilities [N, C]."""
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class _Item:
     image: np.ndarray
+    model: Predictor | None  # None: the batcher's default predict function
     future: concurrent.futures.Future[np.ndarray] = field(default_factory=concurrent.futures.Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -105,8 +116,10 @@ class Batcher:
                     metrics.QUEUE_DEPTH.set(self.depth)
                     self._cond.notify_all()
 
-    def _enqueue(self, reserved: int, images: np.ndarray) -> list[concurrent.futures.Future[np.ndarray]]:
-        items = [_Item(image) for image in images]
+    def _enqueue(
+        self, reserved: int, images: np.ndarray, model: Predictor | None
+    ) -> list[concurrent.futures.Future[np.ndarray]]:
+        items = [_Item(image, model) for image in images]
         with self._cond:
             self._reserved -= reserved
             if self._thread is None:  # stopped while this request was decoding: nobody will run it
@@ -119,7 +132,11 @@ class Batcher:
         return [item.future for item in items]
 
     def _take(self, batch: list[_Item]) -> None:
+        """Move queued images into ``batch`` while they are for the same model as its first one (FIFO: an
+        image for another model ends the batch and starts the next)."""
         while self._queue and len(batch) < self.max_batch_size:
+            if batch and self._queue[0].model is not batch[0].model:
+                return
             batch.append(self._queue.popleft())
 
     def _next_batch(self) -> list[_Item] | None:
@@ -132,7 +149,7 @@ class Batcher:
             batch: list[_Item] = []
             self._take(batch)
             deadline = time.perf_counter() + self.max_wait_s
-            while len(batch) < self.max_batch_size and self._reserved > 0:
+            while len(batch) < self.max_batch_size and self._reserved > 0 and not self._other_model_waits(batch):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -140,6 +157,9 @@ class Batcher:
                 self._take(batch)
             metrics.QUEUE_DEPTH.set(self.depth)
             return batch
+
+    def _other_model_waits(self, batch: list[_Item]) -> bool:
+        return bool(self._queue) and self._queue[0].model is not batch[0].model
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -152,7 +172,9 @@ class Batcher:
         for item in batch:
             metrics.STAGE_LATENCY.labels(stage="queue").observe(started - item.enqueued)
         try:
-            probs = self._predict(np.stack([item.image for item in batch]))
+            model = batch[0].model
+            predict = self._predict if model is None else model.predict
+            probs = predict(np.stack([item.image for item in batch]))
             if len(probs) != len(batch):
                 raise RuntimeError(f"model returned {len(probs)} results for a batch of {len(batch)}")
         except Exception as exc:
@@ -175,11 +197,12 @@ class Reservation:
         self.count = count
         self.submitted = False
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Queue decoded images [k, S, S, 3] and await their probabilities [k, 4], in the same order."""
+    async def submit(self, images: np.ndarray, model: Predictor | None = None) -> np.ndarray:
+        """Queue decoded images [k, S, S, 3] and await their probabilities [k, 4], in the same order, from
+        ``model`` (the version that decoded them; default: the batcher's predict function)."""
         if self.submitted:
             raise RuntimeError("a reservation is submitted once")
         self.submitted = True
-        futures = self._batcher._enqueue(self.count, images)
+        futures = self._batcher._enqueue(self.count, images, model)
         rows = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         return np.stack(rows)

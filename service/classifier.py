@@ -203,17 +203,20 @@ class Classifier:
         with self._lock:
             self._state, self._reason = ModelState.LOADING, "model is loading"
             metrics.MODEL_READY.set(0)
+            # The files as they were BEFORE the attempt: a copy that completes while a load fails changes
+            # them, so the next poll retries (taken after, the completed copy would look already tried).
+            attempted = self._version_on_disk()
             try:
                 model = load_model(self.settings)
             except ModelLoadError as exc:
                 log.error("model not loaded from %s: %s", self.settings.model_dir, exc.reason)
                 self._state, self._reason = ModelState.FAILED, exc.reason
-                self._failed = self._version_on_disk()
+                self._failed = attempted
                 return False
             except Exception:
                 log.exception("model failed to load from %s", self.settings.model_dir)
                 self._state, self._reason = ModelState.FAILED, "model failed to load (see the server log)"
-                self._failed = self._version_on_disk()
+                self._failed = attempted
                 return False
             self.use(model)
             return True

@@ -84,17 +84,25 @@ class Explainer:
     def __init__(self, max_concurrent: int = 2) -> None:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._current: tuple[LoadedModel, GradCam] | None = None
+        # the served version and its signature, or the reason it has none (remembered: never loaded twice)
+        self._current: tuple[LoadedModel, GradCam | ExplanationUnavailableError] | None = None
 
     def gradcam(self, model: LoadedModel) -> GradCam:
-        """The signature of ``model`` (blocking the first time for a model served by another runtime)."""
+        """The signature of ``model`` (blocking the first time for a model served by another runtime); a
+        model without one raises ``ExplanationUnavailableError`` (501) at once after the first look."""
         with self._lock:
             current = self._current
             if current is None or current[0] is not model:
                 self._current = None  # let the previous version's variables go before loading the next
-                current = (model, load_gradcam(model))
+                try:
+                    current = (model, load_gradcam(model))
+                except ExplanationUnavailableError as exc:
+                    current = (model, exc)
                 self._current = current
-            return current[1]
+        found = current[1]
+        if isinstance(found, ExplanationUnavailableError):
+            raise ExplanationUnavailableError(found.reason)
+        return found
 
     def heatmaps(self, model: LoadedModel, images: np.ndarray, class_indices: np.ndarray) -> tuple[np.ndarray, str]:
         """Heatmaps [N, h, w] for ``class_indices`` and the device they were computed on (blocking)."""

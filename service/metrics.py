@@ -39,6 +39,9 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth", "Images admitted to the batcher and not yet inferred.")
 REJECTED = Counter(f"{PREFIX}_rejected_total", "Requests refused with 503 because the batching queue was full.")
 LIMITED = Counter(f"{PREFIX}_limited_total", "Requests refused with 503 by the concurrency limit.")
+MODEL_POLLS = Counter(
+    f"{PREFIX}_model_polls_total", "Polls of the model directory by the hot-reload watcher (finished ones)."
+)
 MODEL_RELOADS = Counter(
     f"{PREFIX}_model_reloads_total",
     "Hot reloads of a new model version: success (swapped in) or failure (the old model kept serving).",

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import Batcher
+from service.batching import Batcher, Predictor
 from service.config import Settings
 from service.pipeline import classify
 from service.schemas import InputCheck, PredictResponse
@@ -172,9 +172,14 @@ def check(images: np.ndarray, probs: np.ndarray, thresholds: Thresholds) -> list
 
 
 async def classify_checked(
-    batcher: Batcher, count: int, decode: Callable[[], np.ndarray], thresholds: Thresholds
+    batcher: Batcher,
+    count: int,
+    decode: Callable[[], np.ndarray],
+    thresholds: Thresholds,
+    model: Predictor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Check]]:
-    """``pipeline.classify`` that also keeps the decoded images and checks them: (images, probs, checks)."""
+    """``pipeline.classify`` (on ``model``) that also keeps the decoded images and checks them:
+    (images, probs, checks)."""
     kept: list[np.ndarray] = []
 
     def decode_and_keep() -> np.ndarray:
@@ -182,7 +187,7 @@ async def classify_checked(
         kept.append(images)
         return images
 
-    probs = await classify(batcher, count, decode_and_keep)
+    probs = await classify(batcher, count, decode_and_keep, model)
     images = kept[0]
     return images, probs, check(images, probs, thresholds)
 

@@ -17,7 +17,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from service import metrics
-from service.batching import Batcher
+from service.batching import Batcher, Predictor
 
 _decode_limit = 2
 #: One semaphore per event loop (tests run several apps): requests wait for a decode slot on the loop,
@@ -41,11 +41,14 @@ def decode_slots() -> asyncio.Semaphore:
     return slots
 
 
-async def classify(batcher: Batcher, count: int, decode: Callable[[], np.ndarray]) -> np.ndarray:
-    """Admit ``count`` images, run ``decode`` (-> uint8 [count, S, S, 3]) off the loop, await probabilities."""
+async def classify(
+    batcher: Batcher, count: int, decode: Callable[[], np.ndarray], model: Predictor | None = None
+) -> np.ndarray:
+    """Admit ``count`` images, run ``decode`` (-> uint8 [count, S, S, 3]) off the loop, await their
+    probabilities from ``model`` (the version whose preprocessing ``decode`` uses)."""
     with batcher.reserve(count) as reservation:
         started = time.perf_counter()
         async with decode_slots():
             images = await run_in_threadpool(decode)
         metrics.STAGE_LATENCY.labels(stage="decode").observe(time.perf_counter() - started)
-        return await reservation.submit(images)
+        return await reservation.submit(images, model)

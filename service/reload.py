@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from service import metrics
 from service.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class ModelWatcher:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.polls = 0  # finished polls of this watcher (also counted in mri_model_polls_total)
 
     def start(self) -> None:
         if self.interval_s > 0 and self._thread is None:
@@ -45,3 +47,6 @@ class ModelWatcher:
                 self.classifier.poll()
             except Exception:  # never let the watcher die: the next poll tries again
                 log.exception("model directory poll failed")
+            finally:
+                self.polls += 1
+                metrics.MODEL_POLLS.inc()

@@ -160,7 +160,9 @@ async def explain(
     data, form_class = upload(body, request.headers.get("content-type"))
     target = class_index(class_name, form_class)
     decode = partial(codec.decode_files, [data], model.preprocess, settings.max_pixels)
-    images, probs, checks = await ood.classify_checked(batcher, 1, decode, ood.thresholds(model.metadata, settings))
+    images, probs, checks = await ood.classify_checked(
+        batcher, 1, decode, ood.thresholds(model.metadata, settings), model
+    )
     chosen = int(np.argmax(probs[0])) if target is None else target
     heat, device = await run_in_threadpool(explainer.heatmaps, model, images, np.array([chosen]))
     overlay_png, image_png = await run_in_threadpool(_render, images[0], heat[0])

@@ -38,5 +38,7 @@ async def predict(
     body = await read_body(request, settings.max_body_bytes)
     files = image_files(body, request.headers.get("content-type"), settings.max_images_per_request)
     decode = partial(codec.decode_files, files, model.preprocess, settings.max_pixels)
-    _, probs, checks = await ood.classify_checked(batcher, len(files), decode, ood.thresholds(model.metadata, settings))
+    _, probs, checks = await ood.classify_checked(
+        batcher, len(files), decode, ood.thresholds(model.metadata, settings), model
+    )
     return ood.attach(codec.encode_predictions(probs, model.info), checks)

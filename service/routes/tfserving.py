@@ -48,7 +48,7 @@ async def predict_json(
     instances, key = codec.tfserving_instances(payload, settings.max_images_per_request)
     decode = partial(codec.decode_instances, instances, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
-        batcher, len(instances), decode, ood.thresholds(model.metadata, settings)
+        batcher, len(instances), decode, ood.thresholds(model.metadata, settings), model
     )
     answer: dict[str, Any] = codec.encode_tfserving(probs, key)
     return {**answer, **ood.tfserving_checks(checks)} if with_checks else answer

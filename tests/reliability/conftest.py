@@ -43,3 +43,12 @@ def live_server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     with server:
         server.wait_ready()
         yield server
+        assert_clean_log(server.log())
+
+
+def assert_clean_log(log: str) -> None:
+    """No traceback, no error and no 5xx in a server's log (only /readyz said 503, while the model loaded).
+    Checked when the session's live server stops, after every test that used it, whatever their order."""
+    assert "Traceback" not in log and " ERROR " not in log
+    answers = [line for line in log.splitlines() if "uvicorn.access" in line and "/readyz" not in line]
+    assert answers and not [line for line in answers if '" 5' in line], "a 5xx answer"

@@ -82,6 +82,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def wait_for_polls(client: TestClient, count: int) -> None:
+    """Wait until the app's model watcher has finished ``count`` more polls (instead of sleeping)."""
+    watcher = client.app.state.watcher  # type: ignore[attr-defined]
+    target = watcher.polls + count
+    wait_for(lambda: watcher.polls >= target)
+
+
 def predict(client: TestClient, route: str = "/predict") -> Any:
     if route == "/predict":
         return client.post(route, files={"file": ("scan.jpg", payloads.good_jpeg(), "image/jpeg")})
@@ -275,7 +282,7 @@ def test_a_broken_new_version_leaves_the_old_one_serving(
     failures = reloads(client, "failure")
     add_version(model_root, root, 2, edit)
     wait_for(lambda: reloads(client, "failure") == failures + 1)
-    time.sleep(5 * POLL_S)  # later polls do not retry the same broken files
+    wait_for_polls(client, 5)  # later polls do not retry the same broken files
     assert reloads(client, "failure") == failures + 1
     assert served_version(client) == 1
     response = predict(client)
@@ -314,7 +321,7 @@ def test_removing_the_served_version_rolls_back(
     shutil.rmtree(root / "2")
     wait_for(lambda: served_version(client) == 1)
     shutil.rmtree(root / "1")  # nothing left on disk: keep serving what is in memory
-    time.sleep(5 * POLL_S)
+    wait_for_polls(client, 5)
     assert served_version(client) == 1 and predict(client).status_code == 200
 
 
@@ -324,5 +331,27 @@ def test_a_pinned_version_is_not_replaced(start: Callable[..., TestClient], mode
     client = start(root, model_version=1)
     wait_for(lambda: client.get("/readyz").status_code == 200)
     add_version(model_root, root, 2)
-    time.sleep(10 * POLL_S)
+    wait_for_polls(client, 10)
     assert served_version(client) == 1
+
+
+def test_a_copy_that_completes_during_a_failed_first_load_is_retried(
+    start: Callable[..., TestClient], model_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load fails on a half-copied version, and the copy (a sidecar, an S3 sync) finishes while that
+    load is failing: the next poll must see new files and retry, instead of staying not ready for good."""
+    root = tmp_path / "models"
+    partial = add_version(model_root, root, 1, drop_variables)
+    real_load = classifier_module.load_model
+
+    def load_while_the_copy_completes(settings: Settings, version_dir: Path | None = None) -> LoadedModel:
+        try:
+            return real_load(settings, version_dir)
+        finally:
+            if not (partial / "variables").exists():
+                shutil.copytree(model_root / "1" / "variables", partial / "variables")
+
+    monkeypatch.setattr(classifier_module, "load_model", load_while_the_copy_completes)
+    client = start(root)
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30)
+    assert served_version(client) == 1 and predict(client).status_code == 200

@@ -9,9 +9,9 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.processes import inflight_requests, read_answer, start_upload
 from tests.reliability import payloads
 from tests.reliability.server import ServerProcess
 
@@ -19,40 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 GRACE_S = 8.0
 IN_FLIGHT = 4
-
-
-def inflight(server: ServerProcess) -> float:
-    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
-    line = next(line for line in metrics.splitlines() if line.startswith("mri_inflight_requests "))
-    return float(line.split()[-1]) - 1  # not counting this scrape
-
-
-def start_upload(port: int, body: bytes, sent: int) -> socket.socket:
-    """A request whose head and first ``sent`` body bytes are on the wire; the rest comes later."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
-    sock.sendall(head.encode() + body[:sent])
-    return sock
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    answer = b""
-    while chunk := sock.recv(65536):
-        answer += chunk
-        if b"\r\n\r\n" in answer:
-            head, _, rest = answer.partition(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                ),
-                None,
-            )
-            if length is not None and len(rest) >= length:
-                break
-    sock.close()
-    return answer
 
 
 def refuses_connections(port: int) -> bool:
@@ -71,9 +37,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(model_root: Path, tmp_pat
         uploads = [start_upload(server.port, body, len(body) // 2) for _ in range(IN_FLIGHT)]
         stuck = start_upload(server.port, body, 10)  # a client that will never send the rest
         deadline = time.monotonic() + 30
-        while inflight(server) < IN_FLIGHT + 1 and time.monotonic() < deadline:
+        while inflight_requests(server.url) < IN_FLIGHT + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert inflight(server) == IN_FLIGHT + 1
+        assert inflight_requests(server.url) == IN_FLIGHT + 1
 
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)

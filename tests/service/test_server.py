@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import httpx
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.preprocessing import PreprocessConfig, preprocess, to_model_input
-from tests.processes import free_port, serve_command
+from tests.processes import free_port, inflight_requests, read_answer, serve_command, start_upload
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE
 
@@ -98,28 +97,19 @@ def test_sagemaker_contract(server, tf_classifier):
     assert response.status_code == 200
     assert response.json()["predictions"][0]["label"] == "glioma"
 
-    # SIGTERM while a slow request is in flight: it is answered, then the process exits 0.
-    big = {"instances": [images.mri_slice(s, size=400).tolist() for s in range(4)]}
-    answer: dict[str, int] = {}
-
-    def slow_request() -> None:
-        answer["status"] = httpx.post(f"{base}/invocations", json=big, timeout=60).status_code
-
-    thread = threading.Thread(target=slow_request)
-    thread.start()
+    # SIGTERM while a request is in flight (half its body sent): it is answered, then the process exits 0.
+    port = int(base.rsplit(":", 1)[1])
+    sock = start_upload(port, data, len(data) // 2)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "status" not in answer:
-        metrics = httpx.get(timeout=60, url=f"{base}/metrics").text
-        inflight = next(line for line in metrics.splitlines() if line.startswith("mri_inflight_requests "))
-        if float(inflight.split()[-1]) >= 2:  # this /metrics request and the slow one
-            break
-        time.sleep(0.01)
-    in_flight = "status" not in answer
+    while inflight_requests(base) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert inflight_requests(base) == 1, "the half-sent request is not in flight"
     process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)  # the server is now draining; the rest of the body arrives after the signal
+    sock.sendall(data[len(data) // 2 :])
+    answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"predictions"' in answer, answer[:300]
     assert process.wait(60) == 0, log_path.read_text()
-    thread.join(60)
-    if in_flight:
-        assert answer.get("status") == 200, "the in-flight request was not drained"
     log = log_path.read_text()
     assert "Shutting down" in log
     assert "scan.jpg" not in log

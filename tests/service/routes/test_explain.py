@@ -213,3 +213,42 @@ def test_planted_heatmap_follows_the_requested_class(open_client, planted_classi
     body = client.post("/explain?heatmap=true&class_name=pituitary", files={"file": ("a.png", data, "image/png")})
     heat = np.array(body.json()["explanation"]["heatmap"])
     assert heat[4:, 4:].sum() == pytest.approx(heat.sum())  # class 3's quadrant: bottom right
+
+
+@pytest.fixture(scope="module")
+def no_gradcam_root(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SavedModel with only ``serving_default`` (as exported by another tool), with valid metadata."""
+    import shutil
+
+    import tensorflow as tf
+
+    class Plain(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, name="images")])
+        def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            means = tf.reduce_mean(images, axis=[1, 2]) / 255.0
+            logits = tf.concat([means, tf.zeros_like(means[:, :1])], axis=1)
+            return {"probabilities": tf.nn.softmax(logits)}
+
+    version_dir = tmp_path_factory.mktemp("plain") / MODEL_NAME / "1"
+    module = Plain()
+    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
+    shutil.copy(model_root / "1" / "metadata.json", version_dir / "metadata.json")
+    return version_dir.parent
+
+
+def test_a_model_without_gradcam_is_looked_at_once(open_client, no_gradcam_root, monkeypatch):
+    """Every /explain on such a model answers 501 at once: the SavedModel is not loaded again each time."""
+    from service import explain
+
+    classifier = Classifier(make_settings(no_gradcam_root, runtime="openvino"))
+    assert classifier.load(), classifier.reason
+    loads = []
+    real_load = explain.load_gradcam
+    monkeypatch.setattr(explain, "load_gradcam", lambda model: loads.append(model) or real_load(model))
+    client = open_client(make_settings(no_gradcam_root, runtime="openvino"), classifier)
+    for _ in range(3):
+        response = client.post("/explain", files={"file": ("a.jpg", images.jpeg(26), "image/jpeg")})
+        assert response.status_code == 501, response.text
+        assert "no gradcam signature" in response.json()["error"]
+    assert len(loads) == 1
+    assert client.post("/predict", files={"file": ("a.jpg", images.jpeg(26), "image/jpeg")}).status_code == 200
