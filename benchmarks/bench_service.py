@@ -41,8 +41,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.classifier import find_version_dir, read_metadata  # noqa: E402
+from service.classifier import read_metadata  # noqa: E402
 from service.preprocessing import PreprocessConfig, preprocess  # noqa: E402
+from service.versions import find_version_dir  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "brain-tumor-mri" / "Testing"
 BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"

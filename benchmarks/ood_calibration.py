@@ -39,9 +39,10 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service import ood
-from service.classifier import find_version_dir, load_model
+from service.classifier import load_model
 from service.config import Settings
 from service.preprocessing import PreprocessConfig, to_model_input
+from service.versions import find_version_dir
 
 #: scikit-image's sample images stored in its wheel (``skimage/data``): no network access needed.
 SKIMAGE_IMAGES = {

@@ -23,15 +23,14 @@ import numpy as np
 from service import metrics
 from service.config import Settings
 from service.errors import ModelNotReadyError
-from service.labels import CLASSES
+from service.labels import CLASSES, ClassOrderError, check_class_order
 from service.preprocessing import PreprocessConfig
 from service.runtime import ModelLoadError, Runtime, load_runtime, resolve_runtime
 from service.tta import predict_with_tta
+from service.versions import METADATA_FILE, find_version_dir
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"
-SAVED_MODEL_FILE = "saved_model.pb"
 DEFAULT_MODEL_NAME = "mri-classifier"
 
 
@@ -72,22 +71,6 @@ class LoadedModel:
         return predict_with_tta(self.runtime.predict, np.asarray(images, dtype=np.float32), self.info.tta)
 
 
-def find_version_dir(model_dir: Path, version: int | None = None) -> Path:
-    """The folder to load: ``model_dir`` itself when it is a SavedModel, else its highest numeric version."""
-    if (model_dir / SAVED_MODEL_FILE).is_file():
-        return model_dir
-    if not model_dir.is_dir():
-        raise ModelLoadError("the model directory does not exist")
-    versions = {int(p.name): p for p in model_dir.iterdir() if p.name.isdigit() and (p / SAVED_MODEL_FILE).is_file()}
-    if not versions:
-        raise ModelLoadError("no SavedModel version found in the model directory")
-    if version is not None:
-        if version not in versions:
-            raise ModelLoadError(f"model version {version} not found")
-        return versions[version]
-    return versions[max(versions)]
-
-
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
@@ -111,9 +94,10 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{METADATA_FILE} is not valid JSON") from None
     if not isinstance(metadata, dict):
         raise ModelLoadError(f"{METADATA_FILE} is not a JSON object")
-    classes = metadata.get("classes")
-    if not isinstance(classes, list) or tuple(classes) != CLASSES:
-        raise ModelLoadError(f"class order mismatch: model has {classes}, service expects {list(CLASSES)}")
+    try:
+        check_class_order(metadata.get("classes"))
+    except ClassOrderError as exc:
+        raise ModelLoadError(str(exc)) from None
     if not isinstance(metadata.get("preprocessing"), dict):
         raise ModelLoadError(f"{METADATA_FILE} has no preprocessing section")
     return metadata

@@ -31,6 +31,16 @@ _ALIASES: dict[str, str] = {
 }
 
 
+class ClassOrderError(ValueError):
+    """A model, manifest or report whose classes are not ``CLASSES`` in this order."""
+
+
+def check_class_order(classes: object) -> None:
+    """The one check of a model's class list: exactly ``CLASSES``, in order (``ClassOrderError`` otherwise)."""
+    if not isinstance(classes, list | tuple) or tuple(classes) != CLASSES:
+        raise ClassOrderError(f"class order mismatch: model has {classes}, service expects {list(CLASSES)}")
+
+
 class UnknownLabelError(ValueError):
     """A folder or label name that maps to none of the four classes."""
 

@@ -27,21 +27,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from service.versions import METADATA_FILE, next_version
 from training.model import FEATURE_LAYER, LOGITS_LAYER
 
-METADATA_FILE = "metadata.json"
 SERVING_SIGNATURE = "serving_default"
 GRADCAM_SIGNATURE = "gradcam"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
-
-
-def next_version(model_dir: Path) -> int:
-    """One more than the highest numeric version folder under ``model_dir`` (1 when there is none)."""
-    versions = (
-        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
-    )
-    return max(versions, default=0) + 1
 
 
 def _serving_parts(model: keras.Model, temperature: float) -> tuple[keras.Model, keras.Model]:

@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.runtime import ModelLoadError
+from service.versions import find_version_dir
+
 PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse bigger requests
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 VARIANT_NAME = "AllTraffic"
@@ -62,10 +65,12 @@ def find_version(model_dir: Path, version: str | None = None) -> Path:
     if not model_dir.is_dir():
         raise DeployError(f"model folder {model_dir} does not exist")
     if version is None:
-        numeric = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-        if not numeric:
-            raise DeployError(f"no numbered version folder in {model_dir} (expected <model_dir>/<version>/)")
-        chosen = max(numeric, key=lambda p: int(p.name))
+        try:  # the service's definition of the newest version: the highest one holding a SavedModel
+            chosen = find_version_dir(model_dir)
+        except ModelLoadError as exc:
+            raise DeployError(f"{exc.reason} in {model_dir} (expected <model_dir>/<version>/)") from None
+        if chosen == model_dir:
+            raise DeployError(f"{model_dir} is a SavedModel, not a versioned folder (expected <model_dir>/<version>/)")
     else:
         chosen = model_dir / version
     missing = [name for name in ("saved_model.pb", "variables", "metadata.json") if not (chosen / name).exists()]

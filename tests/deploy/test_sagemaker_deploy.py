@@ -84,13 +84,14 @@ def test_package_a_chosen_version(tmp_path: Path) -> None:
     ("setup", "message"),
     [
         (lambda root: None, "does not exist"),
-        (lambda root: root.mkdir(), "no numbered version folder"),
+        (lambda root: root.mkdir(), "no SavedModel version found"),
+        (lambda root: (root / "4" / "variables").mkdir(parents=True), "no SavedModel version found"),
         (
-            lambda root: (root / "4" / "variables").mkdir(parents=True),
-            "missing saved_model.pb, metadata.json",
+            lambda root: (root / "4").mkdir(parents=True) or (root / "4" / "saved_model.pb").write_bytes(b"pb"),
+            "missing variables, metadata.json",
         ),
     ],
-    ids=["no-folder", "no-version", "incomplete"],
+    ids=["no-folder", "no-version", "being-copied", "incomplete"],
 )
 def test_package_refuses_what_is_not_a_complete_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Any, message: str

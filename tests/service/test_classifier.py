@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.classifier import Classifier, ModelState, find_version_dir, read_metadata
+from service.classifier import Classifier, ModelState, read_metadata
 from service.errors import ModelNotReadyError
 from service.runtime import ModelLoadError
+from service.versions import find_version_dir
 from tests.service.conftest import IMAGE_SIZE, make_settings
 
 
@@ -111,3 +112,31 @@ def test_class_order_mismatch_refuses_the_model(mismatched_root):
     assert classifier.reason is not None and classifier.reason.startswith("class order mismatch")
     with pytest.raises(ModelNotReadyError):
         _ = classifier.model
+
+
+def test_one_definition_of_the_newest_version_for_service_exporter_and_packager(tmp_path: Path) -> None:
+    """A version folder still being copied (no saved_model.pb yet) is never served or shipped, but the exporter
+    never writes into it either."""
+    from training.export import next_version
+    from training.sagemaker_deploy import DeployError, find_version
+
+    for number in (1, 2):
+        (tmp_path / str(number) / "variables").mkdir(parents=True)
+        (tmp_path / str(number) / "saved_model.pb").write_bytes(b"pb")
+        (tmp_path / str(number) / "metadata.json").write_text("{}")
+    (tmp_path / "3").mkdir()  # a copy in progress
+    (tmp_path / "notes").mkdir()
+    assert find_version_dir(tmp_path) == tmp_path / "2"
+    assert find_version(tmp_path) == tmp_path / "2"
+    assert next_version(tmp_path) == 4
+    with pytest.raises(DeployError, match="no SavedModel version"):
+        find_version(tmp_path / "3")
+
+
+def test_one_class_order_check() -> None:
+    from service.labels import CLASSES, ClassOrderError, check_class_order
+
+    check_class_order(list(CLASSES))
+    for wrong in (None, "glioma", [*CLASSES[1:], CLASSES[0]], [*CLASSES, "extra"]):
+        with pytest.raises(ClassOrderError, match="class order mismatch"):
+            check_class_order(wrong)
