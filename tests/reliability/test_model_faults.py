@@ -197,7 +197,9 @@ def test_a_model_that_appears_later_is_served(start: Callable[..., TestClient], 
     assert_not_ready_and_never_predicts(client, "does not exist")
     add_version(model_root, root, 1)
     wait_for(lambda: client.get("/readyz").status_code == 200)
-    assert predict(client).status_code == 200
+    response = predict(client)
+    assert response.status_code == 200 and response.json()["model_version"] == 1
+    assert sum(response.json()["predictions"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_new_version_is_swapped_in_only_once_loaded_and_warm(

@@ -7,22 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
-
-from service.app import create_app
-from service.classifier import Classifier
-from tests.service.conftest import make_settings
-
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
-from schemathesis.checks import (  # noqa: E402
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
+
+from service.app import create_app
+from service.classifier import Classifier
+from tests.service.conftest import make_settings
 
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

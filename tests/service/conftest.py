@@ -119,7 +119,11 @@ def client(open_client: Callable[..., TestClient], model_root: Path, tf_classifi
     return open_client(make_settings(model_root), tf_classifier)
 
 
-@pytest.fixture
-def expected(tf_classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
-    """Reference probabilities for uint8 model inputs [N, S, S, 3], straight from the runtime."""
-    return lambda images: tf_classifier.predict(np.asarray(images))
+@pytest.fixture(scope="session")
+def expected(model_root: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Reference probabilities for model inputs [N, S, S, 3]: the exported SavedModel's ``serving_default``
+    called directly with TensorFlow, not through the service's runtime, classifier, TTA or batcher."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_root / "1")).signatures["serving_default"]
+    return lambda images: signature(images=tf.constant(np.asarray(images, dtype=np.float32)))["probabilities"].numpy()

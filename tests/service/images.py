@@ -119,3 +119,17 @@ def make_dicom(
 def dicom(seed: int = 5) -> bytes:
     """A single-frame 12-bit MONOCHROME2 DICOM file, written in memory."""
     return make_dicom(mri_slice(seed)[:, :, 0].astype(np.uint16) * 16, bits=12)
+
+
+def reference_input(data: bytes, size: int) -> np.ndarray:
+    """A JPEG/PNG's model input derived independently of ``service.preprocessing``: Pillow decodes to RGB,
+    the image is centred on a black square and resized bilinearly to ``size`` (no crop)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    side = max(image.size)
+    square = Image.new("RGB", (side, side))
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
-from schemathesis.checks import not_a_server_error  # noqa: E402
+import schemathesis
+from schemathesis.checks import not_a_server_error
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ def test_single_file_upload(client, expected):
     assert body["model_name"] == MODEL_NAME
     assert body["model_version"] == 1
     assert len(body["predictions"]) == 1
-    _check_prediction(body["predictions"][0], expected(preprocess(data, CONFIG)[None])[0])
+    _check_prediction(body["predictions"][0], expected(images.reference_input(data, IMAGE_SIZE)[None])[0])
 
 
 def test_several_files_answer_in_upload_order(client, expected):
@@ -40,7 +40,7 @@ def test_several_files_answer_in_upload_order(client, expected):
     files = [("files", (f"{i}.jpg", blob, "image/jpeg")) for i, blob in enumerate(blobs)]
     response = client.post("/predict", files=files)
     assert response.status_code == 200, response.text
-    reference = expected(np.stack([preprocess(b, CONFIG) for b in blobs]))
+    reference = expected(np.stack([images.reference_input(b, IMAGE_SIZE) for b in blobs]))
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
     for prediction, ref in zip(predictions, reference, strict=True):
@@ -51,7 +51,7 @@ def test_raw_image_body(client, expected):
     data = images.jpeg(2)
     response = client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200
-    _check_prediction(response.json()["predictions"][0], expected(preprocess(data, CONFIG)[None])[0])
+    _check_prediction(response.json()["predictions"][0], expected(images.reference_input(data, IMAGE_SIZE)[None])[0])
 
 
 @pytest.mark.parametrize("variant", ["rgb", "gray8", "gray16", "rgba", "palette"])
@@ -69,10 +69,11 @@ def test_dicom(client, expected):
     _check_prediction(response.json()["predictions"][0], expected(preprocess(data, CONFIG)[None])[0])
 
 
-def test_format_comes_from_the_bytes_not_the_name_or_type(client):
+def test_format_comes_from_the_bytes_not_the_name_or_type(client, expected):
     data = images.encode(images.mri_slice(4), "PNG")
     response = client.post("/predict", files={"file": ("scan.jpg", data, "image/jpeg")})
     assert response.status_code == 200
+    _check_prediction(response.json()["predictions"][0], expected(images.reference_input(data, IMAGE_SIZE)[None])[0])
 
 
 @pytest.mark.parametrize(

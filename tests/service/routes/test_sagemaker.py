@@ -28,7 +28,7 @@ def test_image_bodies(client, expected, content_type):
     assert response.status_code == 200, response.text
     predictions = np.array(response.json()["predictions"])
     assert predictions.shape == (1, 4)
-    assert np.allclose(predictions, expected(preprocess(data, CONFIG)[None]), atol=1e-5)
+    assert np.allclose(predictions, expected(images.reference_input(data, IMAGE_SIZE)[None]), atol=1e-5)
 
 
 def test_sagemaker_tensorflow_client_json(client, expected):
@@ -117,16 +117,22 @@ def test_accept_other_than_json_is_406(client, accept):
         "/invocations", content=images.jpeg(1), headers={"Content-Type": "image/jpeg", "Accept": accept}
     )
     assert response.status_code == 406
+    assert response.json() == {"error": "this endpoint answers application/json only"}
 
 
 @pytest.mark.parametrize("accept", ["application/json", "*/*", "application/*", "text/csv, application/json;q=0.5"])
-def test_accept_admitting_json(client, accept):
+def test_accept_admitting_json(client, expected, accept):
     response = client.post(
         "/invocations", content=images.jpeg(1), headers={"Content-Type": "image/jpeg", "Accept": accept}
     )
     assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    reference = expected(images.reference_input(images.jpeg(1), IMAGE_SIZE)[None])
+    assert np.allclose(response.json()["predictions"], reference, atol=1e-5)
 
 
 def test_custom_attributes_header_is_tolerated(client):
     headers = {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "trace=abc"}
-    assert client.post("/invocations", content=images.jpeg(1), headers=headers).status_code == 200
+    plain = client.post("/invocations", content=images.jpeg(1), headers={"Content-Type": "image/jpeg"})
+    tagged = client.post("/invocations", content=images.jpeg(1), headers=headers)
+    assert tagged.status_code == 200 and tagged.json() == plain.json()

@@ -38,6 +38,11 @@ def test_body_is_json_whatever_the_content_type(client):
         f"/v1/models/{MODEL_NAME}:predict", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert response.status_code == 200
+    as_json = client.post(
+        f"/v1/models/{MODEL_NAME}:predict", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.json()["predictions"] == as_json.json()["predictions"]
+    assert len(response.json()["predictions"]) == 1 and len(response.json()["predictions"][0]) == 4
 
 
 def test_unknown_model_or_version_is_404(client):
