@@ -170,18 +170,28 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     return rgb
 
 
-def _channel_mean(rgb: np.ndarray) -> np.ndarray:
-    """``rgb.mean(axis=2)`` bit for bit (an exact integer sum over 3), about 5x faster on a 512x512 slice."""
-    total = rgb[:, :, 0].astype(np.uint16)
-    total += rgb[:, :, 1]
-    total += rgb[:, :, 2]
-    return total / 3.0
+def _channel_sum_percentile(total: np.ndarray, q: float) -> float:
+    """``np.percentile(total / 3.0, q)`` (linear method) bit for bit, for channel sums ``total`` (integers
+    0-765): the two order statistics come from a histogram instead of a partition of every pixel, then are
+    interpolated with NumPy's own formula (``_lerp``)."""
+    n = total.size
+    virtual = (q / 100.0) * (n - 1)
+    below = int(np.floor(virtual))
+    gamma = virtual - below
+    cumulative = np.cumsum(np.bincount(total.ravel(), minlength=766))
+    low, high = np.searchsorted(cumulative, [below, min(below + 1, n - 1)], side="right")
+    a, b = np.float64(low) / 3.0, np.float64(high) / 3.0
+    diff = b - a
+    return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
 def brain_bounding_box(rgb: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
     """Bounding box (top, bottom, left, right) of the foreground: rows/columns with enough bright pixels."""
-    gray = _channel_mean(rgb)
-    peak = float(np.percentile(gray, 99.5))
+    total = rgb[:, :, 0].astype(np.uint16)
+    total += rgb[:, :, 1]
+    total += rgb[:, :, 2]
+    gray = total / 3.0  # ``rgb.mean(axis=2)`` bit for bit
+    peak = _channel_sum_percentile(total, 99.5)
     if peak <= 0:
         return 0, rgb.shape[0], 0, rgb.shape[1]
     mask = gray > max(10.0, 0.1 * peak)

@@ -11,7 +11,7 @@ from PIL import Image
 from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.preprocessing import (
     PreprocessConfig,
-    _channel_mean,
+    _channel_sum_percentile,
     brain_bounding_box,
     decode_image,
     preprocess,
@@ -107,13 +107,39 @@ def test_every_exif_orientation_matches_pillows_exif_transpose(orientation, fmt)
     np.testing.assert_array_equal(decode_image(data), expected)
 
 
-def test_channel_mean_is_numpys_mean_bit_for_bit():
-    """The crop's fast grey level must equal what the shipped model was trained with (``rgb.mean(axis=2)``)."""
+def _reference_box(rgb: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """The crop as the shipped model was trained with it: NumPy's channel mean and percentile."""
+    gray = rgb.mean(axis=2)
+    peak = float(np.percentile(gray, 99.5))
+    if peak <= 0:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    mask = gray > max(10.0, 0.1 * peak)
+    rows = np.flatnonzero(mask.sum(axis=1) > 0.02 * rgb.shape[1])
+    cols = np.flatnonzero(mask.sum(axis=0) > 0.02 * rgb.shape[0])
+    if rows.size == 0 or cols.size == 0:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    pad_r, pad_c = int(margin * rgb.shape[0]), int(margin * rgb.shape[1])
+    top, bottom = max(0, rows[0] - pad_r), min(rgb.shape[0], rows[-1] + 1 + pad_r)
+    left, right = max(0, cols[0] - pad_c), min(rgb.shape[1], cols[-1] + 1 + pad_c)
+    if (bottom - top) < 8 or (right - left) < 8:
+        return 0, rgb.shape[0], 0, rgb.shape[1]
+    return int(top), int(bottom), int(left), int(right)
+
+
+def test_the_fast_crop_is_numpys_bit_for_bit():
+    """The crop's histogram percentile and integer grey level must equal what the shipped model was trained
+    with (``np.percentile(rgb.mean(axis=2), 99.5)``), on random, flat and MRI-like images."""
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((1, 1), (7, 300), (257, 129))]
-    images += [np.full((5, 5, 3), 255, np.uint8), mri_like(2, np.random.default_rng(1), 64)]
+    images += [np.full((5, 5, 3), 255, np.uint8), np.zeros((9, 9, 3), np.uint8)]
+    images += [mri_like(c, np.random.default_rng(c), 64) for c in range(4)]
+    sparse = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) * (rng.random((40, 50, 1)) < 0.01)
+    images.append(sparse.astype(np.uint8))
     for image in images:
-        np.testing.assert_array_equal(_channel_mean(image), image.mean(axis=2))
+        total = image.astype(np.uint16).sum(axis=2)
+        for q in (0.0, 12.3, 50.0, 99.5, 100.0):
+            assert _channel_sum_percentile(total, q) == float(np.percentile(image.mean(axis=2), q))
+        assert brain_bounding_box(image) == _reference_box(image)
 
 
 @pytest.mark.parametrize(
