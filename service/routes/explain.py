@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service import codec, mime, ood, overlay
+from service import codec, dicom_output, mime, ood, overlay
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import InvalidInputError, NotAcceptableError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.explain import METHOD, TARGET_LAYER, Explainer
@@ -50,8 +50,9 @@ _REQUEST_BODY = image_request_body(
 )
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {mime.PNG: {"schema": BINARY}},
-        "description": "JSON by default; the overlay PNG itself with `Accept: image/png`.",
+        "content": {mime.PNG: {"schema": BINARY}, **dicom_output.RESPONSE_CONTENT},
+        "description": "JSON by default; the overlay PNG itself with `Accept: image/png`; a DICOM SR and Secondary "
+        "Capture with `?output=dicom` (DICOM input).",
     },
     **ERROR_RESPONSES,
     501: {"model": ERROR_RESPONSES[400]["model"], "description": "The model has no gradcam signature."},
@@ -153,12 +154,15 @@ async def explain(
         str | None, Query(description=f"Class to explain, one of {', '.join(CLASSES)}; default: the predicted one.")
     ] = None,
     heatmap: Annotated[bool, Query(description="Also return the raw heatmap as a list of rows.")] = False,
+    output: dicom_output.OutputQuery = None,
 ) -> Response:
-    png = wants_png(request.headers.get("accept"))
+    dicom = dicom_output.wants_dicom(request.headers.get("accept"), output)
+    png = not dicom and wants_png(request.headers.get("accept"))
     model = classifier.model
     body = await read_body(request, settings.max_body_bytes)
     data, form_class = upload(body, request.headers.get("content-type"))
     target = class_index(class_name, form_class)
+    source = dicom_output.sources([data])[0] if dicom else None
     decode = partial(codec.decode_files, [data], model.preprocess, settings.max_pixels)
     images, probs, checks = await ood.classify_checked(batcher, 1, decode, ood.thresholds(model.metadata, settings))
     chosen = int(np.argmax(probs[0])) if target is None else target
@@ -167,6 +171,8 @@ async def explain(
     predicted = codec.encode_predictions(probs, model.info)
     prediction = predicted.predictions[0]
     prediction.check = InputCheck(**checks[0].to_dict())
+    if source is not None:
+        return await dicom_output.explain_answer(source, prediction, images[0], heat[0], CLASSES[chosen], model)
     if png:
         headers = {
             **_NO_STORE,
