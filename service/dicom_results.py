@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,14 +58,7 @@ COPIED_ATTRIBUTES = ("SpecificCharacterSet", *PATIENT_ATTRIBUTES, *STUDY_ATTRIBU
 REFERENCE_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
 
 _CLASS_MEANINGS = {"glioma": "Glioma", "meningioma": "Meningioma", "no_tumor": "No tumour", "pituitary": "Pituitary"}
-_DATE = re.compile(r"\d{8}")
-_TIME = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
-_VALID = {
-    "PatientBirthDate": _DATE,
-    "StudyDate": _DATE,
-    "StudyTime": _TIME,
-    "PatientSex": re.compile(r"[MFO]"),
-}
+_ENUMERATED = {"PatientSex": ("M", "F", "O")}
 
 
 class DicomResultError(ServiceError):
@@ -105,6 +97,25 @@ class Algorithm:
         return [f"training data fingerprint (SHA-256) {self.data_fingerprint}"] if self.data_fingerprint else []
 
 
+def _valid(keyword: str, element: Any) -> bool:
+    """Whether a value obeys its VR, multiplicity and enumeration (a broken one is left out, never repaired)."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    values = list(element.value) if element.VM > 1 else [element.value]
+    if keyword != "SpecificCharacterSet" and len(values) != 1:
+        return False
+    try:
+        for value in values:
+            validate_value(element.VR, str(value), config.RAISE)
+    except Exception:
+        return False
+    if element.VR == "PN" and any(group.count("^") > 4 for group in str(values[0]).split("=")):
+        return False
+    allowed = _ENUMERATED.get(keyword)
+    return allowed is None or values[0] in allowed
+
+
 @cache
 def _quiet() -> None:
     """Once per process: nothing from pydicom or highdicom in the log (both may quote values)."""
@@ -127,13 +138,9 @@ def read_source(data: bytes) -> SourceImage:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             kept = Dataset()
             for keyword in (*COPIED_ATTRIBUTES, *REFERENCE_ATTRIBUTES):
-                value = header.get(keyword)
-                if value is None or value == "":
-                    continue
-                pattern = _VALID.get(keyword)
-                if pattern is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
-                    continue  # type 2: left empty rather than copied broken
-                setattr(kept, keyword, value)
+                element = header.data_element(keyword) if keyword in header else None
+                if element is not None and not element.is_empty and _valid(keyword, element):
+                    kept.add(element)  # type 2 when left out: present and empty (below)
     except MemoryError:
         raise
     except Exception:
