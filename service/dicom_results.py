@@ -118,12 +118,14 @@ def _valid(keyword: str, element: Any) -> bool:
 
 @cache
 def _quiet() -> None:
-    """Once per process: nothing from pydicom or highdicom in the log (both may quote values)."""
+    """Once per process: nothing from pydicom or highdicom in the log or on stderr (both may quote values).
+    Process-wide filters, not ``warnings.catch_warnings`` (which is not thread-safe: builds run in the pool)."""
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE
     for name in ("pydicom", "highdicom"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"(pydicom|highdicom)(\.|$)")
 
 
 def read_source(data: bytes) -> SourceImage:
@@ -133,14 +135,12 @@ def read_source(data: bytes) -> SourceImage:
 
     _quiet()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            kept = Dataset()
-            for keyword in (*COPIED_ATTRIBUTES, *REFERENCE_ATTRIBUTES):
-                element = header.data_element(keyword) if keyword in header else None
-                if element is not None and not element.is_empty and _valid(keyword, element):
-                    kept.add(element)  # type 2 when left out: present and empty (below)
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        kept = Dataset()
+        for keyword in (*COPIED_ATTRIBUTES, *REFERENCE_ATTRIBUTES):
+            element = header.data_element(keyword) if keyword in header else None
+            if element is not None and not element.is_empty and _valid(keyword, element):
+                kept.add(element)  # type 2 when left out: present and empty (below)
     except MemoryError:
         raise
     except Exception:
@@ -271,12 +271,10 @@ def _encode(dataset: Any) -> bytes:
 
 
 def _build(what: str, build: Any) -> bytes:
-    """Run a builder with warnings silenced; any failure is a fixed 422 reason (values never quoted)."""
+    """Run a builder; any failure is a fixed 422 reason (values never quoted)."""
     _quiet()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _encode(build())
+        return _encode(build())
     except (ServiceError, MemoryError):
         raise
     except Exception:

@@ -4,7 +4,7 @@ Decode -> predict is the same path as ``/predict`` (the batcher, so the probabil
 heatmap comes from the model's ``gradcam`` signature (``service.explain``) in a worker thread, then is
 colour-mapped and blended on the model input (``service.overlay``). The answer is JSON with the overlay and the
 model input as base64 PNGs (and the raw heatmap with ``?heatmap=true``), or the overlay PNG itself when the
-client sends ``Accept: image/png``.
+client sends ``Accept: image/png``, or DICOM objects with ``?output=dicom`` (``service.dicom_output``).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def _render(image: np.ndarray, heat: np.ndarray) -> tuple[bytes, bytes]:
     description="Upload one image (multipart field `file`, or a raw JPEG/PNG/DICOM body). The answer holds the "
     "same prediction as `/predict`, the non-MRI/unsure check, and a Grad-CAM heatmap of `class_name` (query or "
     "form field; default: the predicted class) blended on the preprocessed image, as base64 PNGs; "
-    "`?heatmap=true` adds the raw heatmap. `Accept: image/png` returns the overlay PNG alone. "
+    "`?heatmap=true` adds the raw heatmap. `Accept: image/png` returns the overlay PNG alone. For a DICOM input, "
+    "`?output=dicom` returns a Comprehensive SR and a Secondary Capture of the overlay, filed in its study. "
     "Research and decision-support use only: not a diagnostic device.",
 )
 async def explain(
