@@ -16,6 +16,7 @@ X_IMAGE = "application/x-image"
 OCTET_STREAM = "application/octet-stream"
 DICOM = "application/dicom"
 MULTIPART_FORM = "multipart/form-data"
+MULTIPART_RELATED = "multipart/related"
 
 #: Bodies that hold exactly one image file (its real format is sniffed from the bytes).
 IMAGE_BODY_TYPES: frozenset[str] = frozenset({JPEG, PNG, X_IMAGE, OCTET_STREAM, DICOM})

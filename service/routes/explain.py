@@ -4,7 +4,7 @@ Decode -> predict is the same path as ``/predict`` (the batcher, so the probabil
 heatmap comes from the model's ``gradcam`` signature (``service.explain``) in a worker thread, then is
 colour-mapped and blended on the model input (``service.overlay``). The answer is JSON with the overlay and the
 model input as base64 PNGs (and the raw heatmap with ``?heatmap=true``), or the overlay PNG itself when the
-client sends ``Accept: image/png``.
+client sends ``Accept: image/png``, or DICOM objects with ``?output=dicom`` (``service.dicom_output``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service import codec, mime, ood, overlay
+from service import codec, dicom_output, mime, ood, overlay
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import InvalidInputError, NotAcceptableError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.explain import METHOD, TARGET_LAYER, Explainer
@@ -50,8 +50,9 @@ _REQUEST_BODY = image_request_body(
 )
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {mime.PNG: {"schema": BINARY}},
-        "description": "JSON by default; the overlay PNG itself with `Accept: image/png`.",
+        "content": {mime.PNG: {"schema": BINARY}, **dicom_output.RESPONSE_CONTENT},
+        "description": "JSON by default; the overlay PNG itself with `Accept: image/png`; a DICOM SR and Secondary "
+        "Capture with `?output=dicom` (DICOM input).",
     },
     **ERROR_RESPONSES,
     501: {"model": ERROR_RESPONSES[400]["model"], "description": "The model has no gradcam signature."},
@@ -140,7 +141,8 @@ def _render(image: np.ndarray, heat: np.ndarray) -> tuple[bytes, bytes]:
     description="Upload one image (multipart field `file`, or a raw JPEG/PNG/DICOM body). The answer holds the "
     "same prediction as `/predict`, the non-MRI/unsure check, and a Grad-CAM heatmap of `class_name` (query or "
     "form field; default: the predicted class) blended on the preprocessed image, as base64 PNGs; "
-    "`?heatmap=true` adds the raw heatmap. `Accept: image/png` returns the overlay PNG alone. "
+    "`?heatmap=true` adds the raw heatmap. `Accept: image/png` returns the overlay PNG alone. For a DICOM input, "
+    "`?output=dicom` returns a Comprehensive SR and a Secondary Capture of the overlay, filed in its study. "
     "Research and decision-support use only: not a diagnostic device.",
 )
 async def explain(
@@ -153,12 +155,15 @@ async def explain(
         str | None, Query(description=f"Class to explain, one of {', '.join(CLASSES)}; default: the predicted one.")
     ] = None,
     heatmap: Annotated[bool, Query(description="Also return the raw heatmap as a list of rows.")] = False,
+    output: dicom_output.OutputQuery = None,
 ) -> Response:
-    png = wants_png(request.headers.get("accept"))
+    dicom = dicom_output.wants_dicom(request.headers.get("accept"), output)
+    png = not dicom and wants_png(request.headers.get("accept"))
     model = classifier.model
     body = await read_body(request, settings.max_body_bytes)
     data, form_class = upload(body, request.headers.get("content-type"))
     target = class_index(class_name, form_class)
+    source = dicom_output.sources([data])[0] if dicom else None
     decode = partial(codec.decode_files, [data], model.preprocess, settings.max_pixels)
     images, probs, checks = await ood.classify_checked(
         batcher, 1, decode, ood.thresholds(model.metadata, settings), model
@@ -169,6 +174,8 @@ async def explain(
     predicted = codec.encode_predictions(probs, model.info)
     prediction = predicted.predictions[0]
     prediction.check = InputCheck(**checks[0].to_dict())
+    if source is not None:
+        return await dicom_output.explain_answer(source, prediction, images[0], heat[0], CLASSES[chosen], model)
     if png:
         headers = {
             **_NO_STORE,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from service import codec, mime, ood
+from service import codec, dicom_output, mime, ood
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.schemas import BINARY, ERROR_RESPONSES, IMAGE_FILE_FIELD, PredictResponse, image_request_body
 from service.uploads import image_files, read_body
@@ -24,21 +25,33 @@ _REQUEST_BODY = image_request_body(
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 200: {"content": dicom_output.RESPONSE_CONTENT}},
     openapi_extra=_REQUEST_BODY,
     summary="Classify MRI slices",
     description="Upload images as multipart field `file` (or `files`, repeated) or as a raw image body. "
-    "The format is detected from the bytes. Research and decision-support use only: not a diagnostic device.",
+    "The format is detected from the bytes. For DICOM inputs, `?output=dicom` (or `Accept: multipart/related; "
+    'type="application/dicom"`) answers a Comprehensive SR per image, filed in its study. '
+    "Research and decision-support use only: not a diagnostic device.",
 )
 async def predict(
-    request: Request, settings: SettingsDep, classifier: ClassifierDep, batcher: BatcherDep
-) -> PredictResponse:
-    mime.require_json_accept(request.headers.get("accept"))
+    request: Request,
+    settings: SettingsDep,
+    classifier: ClassifierDep,
+    batcher: BatcherDep,
+    output: dicom_output.OutputQuery = None,
+) -> PredictResponse | Response:
+    dicom = dicom_output.wants_dicom(request.headers.get("accept"), output)
+    if not dicom:
+        mime.require_json_accept(request.headers.get("accept"))
     model = classifier.model
     body = await read_body(request, settings.max_body_bytes)
     files = image_files(body, request.headers.get("content-type"), settings.max_images_per_request)
+    sources = dicom_output.sources(files) if dicom else None
     decode = partial(codec.decode_files, files, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
         batcher, len(files), decode, ood.thresholds(model.metadata, settings), model
     )
-    return ood.attach(codec.encode_predictions(probs, model.info), checks)
+    answer = ood.attach(codec.encode_predictions(probs, model.info), checks)
+    if sources is not None:
+        return await dicom_output.predict_answer(sources, answer, model)
+    return answer

@@ -20,7 +20,12 @@ const STATUS_TEXT = {
 };
 
 const $ = (id) => document.getElementById(id);
-const state = { imageUrl: null, overlayUrl: null, objectUrl: null };
+const state = { imageUrl: null, overlayUrl: null, objectUrl: null, file: null, dicomUrls: [] };
+// The parts of /explain?output=dicom, in the order the service sends them.
+const DICOM_PARTS = [
+  { name: "structured-report.dcm", label: "Structured report (probabilities, predicted class)" },
+  { name: "gradcam-secondary-capture.dcm", label: "Grad-CAM overlay (secondary capture, not for diagnosis)" },
+];
 
 function classLabel(name) {
   return CLASS_LABELS[name] || name;
@@ -168,9 +173,93 @@ function authHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
+function resetDicomResults(show) {
+  for (const url of state.dicomUrls) URL.revokeObjectURL(url);
+  state.dicomUrls = [];
+  $("dicom-links").replaceChildren();
+  $("download-dicom").disabled = false;
+  $("dicom-results").hidden = !show;
+}
+
+function indexOf(bytes, pattern, from) {
+  outer: for (let i = from; i <= bytes.length - pattern.length; i++) {
+    for (let j = 0; j < pattern.length; j++) {
+      if (bytes[i + j] !== pattern[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
+}
+
+// The bodies of a multipart/related answer (each part: headers, a blank line, the body, CRLF, the delimiter).
+function multipartBodies(buffer, contentType) {
+  const match = /boundary="?([^";]+)"?/i.exec(contentType || "");
+  if (!match) throw new Error("the answer is not multipart");
+  const bytes = new Uint8Array(buffer);
+  const encoder = new TextEncoder();
+  const delimiter = encoder.encode(`--${match[1]}`);
+  const blank = encoder.encode("\r\n\r\n");
+  const bodies = [];
+  let at = indexOf(bytes, delimiter, 0);
+  while (at >= 0) {
+    const next = indexOf(bytes, delimiter, at + delimiter.length);
+    if (next < 0) break;
+    const start = indexOf(bytes, blank, at + delimiter.length);
+    if (start >= 0 && start < next) bodies.push(bytes.slice(start + blank.length, next - 2));
+    at = next;
+  }
+  return bodies;
+}
+
+async function downloadDicom() {
+  if (!state.file) return;
+  clearError();
+  resetDicomResults(true);
+  $("download-dicom").disabled = true;
+  setStatus("Making the DICOM results…");
+  const form = new FormData();
+  form.append("file", state.file);
+  try {
+    const headers = { Accept: 'multipart/related; type="application/dicom"', ...authHeaders() };
+    const response = await fetch("/explain?output=dicom", { method: "POST", body: form, headers });
+    if (!response.ok) {
+      let reason = response.statusText;
+      try {
+        reason = (await response.json()).error || reason;
+      } catch (err) {
+        // keep the status text
+      }
+      throw new Error(`${STATUS_TEXT[response.status] || "The request failed"} (HTTP ${response.status}): ${reason}`);
+    }
+    const bodies = multipartBodies(await response.arrayBuffer(), response.headers.get("Content-Type"));
+    bodies.forEach((body, index) => {
+      const part = DICOM_PARTS[index] || { name: `result-${index + 1}.dcm`, label: `DICOM object ${index + 1}` };
+      const url = URL.createObjectURL(new Blob([body], { type: "application/dicom" }));
+      state.dicomUrls.push(url);
+      const link = document.createElement("a");
+      link.href = url;
+      link.download = part.name;
+      link.textContent = `${part.label} (${part.name})`;
+      const item = document.createElement("li");
+      item.append(link);
+      $("dicom-links").append(item);
+    });
+    setStatus(`DICOM results ready: ${bodies.length} files to download below.`);
+    const first = $("dicom-links").querySelector("a");
+    if (first) first.focus();
+  } catch (err) {
+    setStatus("Failed.");
+    showError(err.message || "The DICOM results could not be made.");
+  } finally {
+    $("download-dicom").disabled = false;
+  }
+}
+
 async function analyse(file) {
   clearError();
   $("result").hidden = true;
+  state.file = null;
+  resetDicomResults(false);
   setStatus("Analysing…");
   await showLocalPreview(file);
   const form = new FormData();
@@ -203,6 +292,8 @@ async function analyse(file) {
     return;
   }
   render(body);
+  state.file = file;
+  resetDicomResults(await isDicom(file));
 }
 
 async function loadModelInfo() {
@@ -226,6 +317,7 @@ function setUp() {
     if (input.files && input.files[0]) analyse(input.files[0]);
   });
   $("heatmap-toggle").addEventListener("change", updateImage);
+  $("download-dicom").addEventListener("click", downloadDicom);
   $("api-key").value = sessionStorage.getItem("mri-api-key") || "";
   $("api-key-box").hidden = !$("api-key").value;
   $("api-key").addEventListener("change", () => sessionStorage.setItem("mri-api-key", $("api-key").value.trim()));

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -80,8 +81,10 @@ def make_dicom(
     patient_id: str = "MRN-0042",
     transfer_syntax: str | None = None,
     encapsulated: bytes | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> bytes:
-    """A minimal MR image object as a DICOM Part 10 file (the one DICOM builder of the tests)."""
+    """A minimal MR image object as a DICOM Part 10 file (the one DICOM builder of the tests); ``tags`` sets more
+    attributes by keyword (``None`` removes one)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -111,6 +114,11 @@ def make_dicom(
         ds.NumberOfFrames = frames
     dtype = np.uint16 if bits > 8 else np.uint8
     ds.PixelData = encapsulate([encapsulated]) if encapsulated else pixels.astype(dtype).tobytes()
+    for keyword, value in (tags or {}).items():
+        if value is not None:
+            setattr(ds, keyword, value)
+        elif keyword in ds:
+            delattr(ds, keyword)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -1,21 +1,25 @@
 """The web page in a real browser (Debian's Chromium through Playwright) against a real ``mri-classifier serve``.
 
 Upload an MRI-like image, wait for the bars, check the numbers shown equal ``/predict``'s answer, toggle the
-heatmap with the keyboard, upload a DICOM (shown as the server's preprocessed image) and a bad file (the
-service's reason is shown). The screenshot is saved in the test's temporary folder and, when
-``MRI_SCREENSHOT_DIR`` is set, there too. A missing Chromium fails the test: it is never skipped silently.
+heatmap with the keyboard, upload a DICOM (shown as the server's preprocessed image; its DICOM results are
+offered as two files) and a bad file (the service's reason is shown). The screenshot is saved in the test's
+temporary folder and, when ``MRI_SCREENSHOT_DIR`` is set, there too. A missing Chromium fails the test: it is
+never skipped silently.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage, generate_uid
 
 from service.labels import CLASSES
 from tests.service import web
@@ -83,13 +87,34 @@ def test_page_in_a_real_browser(model_root: Path, tmp_path: Path, browser) -> No
         page.keyboard.press("Space")
         assert page.get_attribute("#preview", "src") == image_src
 
+        assert page.is_hidden("#dicom-results")  # a JPEG has no study to file DICOM results in
+
         # DICOM: previewed as the preprocessed image the server returns
-        dicom = make_dicom(mri_like(3, np.random.default_rng(4), 64)[:, :, 0], bits=8, patient=PATIENT)
+        study = generate_uid()
+        tags = {"StudyInstanceUID": study, "SeriesInstanceUID": generate_uid()}
+        dicom = make_dicom(mri_like(3, np.random.default_rng(4), 64)[:, :, 0], bits=8, patient=PATIENT, tags=tags)
         web.upload(page, "slice.dcm", dicom, "application/dicom")
         page.wait_for_selector("#result:not([hidden]) .bar-row")
         src = page.get_attribute("#preview", "src") or ""
         assert src.startswith("data:image/png;base64,")
         assert len(base64.b64decode(src.split(",", 1)[1])) > 0
+
+        # ...and offers its DICOM results: a structured report and the Grad-CAM secondary capture, as files
+        page.click("#download-dicom")
+        page.wait_for_selector("#dicom-links li:nth-child(2) a")
+        links = page.query_selector_all("#dicom-links a")
+        assert [link.get_attribute("download") for link in links] == [
+            "structured-report.dcm",
+            "gradcam-secondary-capture.dcm",
+        ]
+        saved = []
+        for link in links:
+            with page.expect_download() as download:
+                link.click()
+            saved.append(Path(download.value.path()).read_bytes())
+        report, capture = (pydicom.dcmread(io.BytesIO(data)) for data in saved)
+        assert (report.SOPClassUID, capture.SOPClassUID) == (ComprehensiveSRStorage, SecondaryCaptureImageStorage)
+        assert report.StudyInstanceUID == capture.StudyInstanceUID == study
 
         # a bad file: the service's reason is shown
         web.upload(page, "notes.txt", b"patient notes, not an image", "text/plain")
