@@ -187,16 +187,18 @@ def _channel_sum_percentile(total: np.ndarray, q: float) -> float:
 
 def brain_bounding_box(rgb: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
     """Bounding box (top, bottom, left, right) of the foreground: rows/columns with enough bright pixels."""
-    total = rgb[:, :, 0].astype(np.uint16)
+    total = rgb[:, :, 0].astype(np.uint16)  # the channel sum: ``rgb.mean(axis=2)`` is ``total / 3.0``
     total += rgb[:, :, 1]
     total += rgb[:, :, 2]
-    gray = total / 3.0  # ``rgb.mean(axis=2)`` bit for bit
     peak = _channel_sum_percentile(total, 99.5)
     if peak <= 0:
         return 0, rgb.shape[0], 0, rgb.shape[1]
-    mask = gray > max(10.0, 0.1 * peak)
-    rows = np.flatnonzero(mask.sum(axis=1) > 0.02 * rgb.shape[1])
-    cols = np.flatnonzero(mask.sum(axis=0) > 0.02 * rgb.shape[0])
+    # ``total / 3.0 > threshold`` as an integer comparison: the smallest sum whose float mean is above it
+    threshold = max(10.0, 0.1 * peak)
+    above = int(np.searchsorted(np.arange(766) / 3.0, threshold, side="right"))
+    mask = total >= above
+    rows = np.flatnonzero(np.count_nonzero(mask, axis=1) > 0.02 * rgb.shape[1])
+    cols = np.flatnonzero(np.count_nonzero(mask, axis=0) > 0.02 * rgb.shape[0])
     if rows.size == 0 or cols.size == 0:
         return 0, rgb.shape[0], 0, rgb.shape[1]
     pad_r, pad_c = int(margin * rgb.shape[0]), int(margin * rgb.shape[1])
