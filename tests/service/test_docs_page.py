@@ -19,7 +19,10 @@ KEY = "docs-0123456789abcdef-key"
 def test_docs_work_offline_with_an_api_key(model_root: Path, tmp_path: Path) -> None:
     if not web.CHROMIUM.is_file():
         pytest.fail(web.MISSING_CHROMIUM, pytrace=False)
-    with web.serve(model_root, tmp_path / "serve.log", settings={"MRI_API_KEY": KEY}) as base, web.chromium() as browser:
+    with (
+        web.serve(model_root, tmp_path / "serve.log", settings={"MRI_API_KEY": KEY}) as base,
+        web.chromium() as browser,
+    ):
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         outside: list[str] = []
         sent: dict[str, dict[str, str]] = {}
