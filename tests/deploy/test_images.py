@@ -292,13 +292,15 @@ def test_smoke_dataset_matches_the_train_command(tmp_path: Path) -> None:
     from training.sagemaker import hyperparameters_to_argv
     from training.train import config_from_args
 
-    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv(hyperparameters)])
-    assert (config.backbone, config.epochs, config.image_size) == ("tiny", 1, 32)
+    recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())  # the image's defaults
+    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv({**recipe, **hyperparameters})])
+    assert (config.backbone, config.epochs, config.image_size) == ("efficientnet_lite0", 2, 64)
+    assert config.weights == recipe["weights"] and config.fine_tune_from == "block4a" and config.crop_brain
     from service.preprocessing import PreprocessConfig
     from training import data
 
     samples, _ = data.scan_folder(tmp_path / "input" / "data" / "train")
-    loaded = data.load_images(samples, PreprocessConfig(image_size=32), progress=False)
+    loaded = data.load_images(samples, PreprocessConfig(image_size=64, crop_brain=True), progress=False)
     assert len(data.deduplicate(loaded).keep) == 48, "the near-duplicate filter must keep every image"
 
 
