@@ -1,5 +1,5 @@
 """Helpers for the browser test: a real ``mri-classifier serve`` on a free loopback port, and Debian's Chromium
-driven by Playwright. Also a small tool that takes the README's screenshot of the page with any model::
+driven by Playwright. Also a small tool that takes docs/api.md's screenshot of the page with any model::
 
     .venv/bin/python -m tests.service.web --model-dir models/mri-classifier --image scan.jpg --out docs/screenshot.png
 """
