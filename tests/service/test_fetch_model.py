@@ -132,7 +132,7 @@ def test_http_archive(http_root: tuple[str, Path], model_root: Path, tmp_path: P
     base, root = http_root
     (root / "model.tar.gz").write_bytes(model_tar(model_root))
     _loads(fetch(f"{base}/model.tar.gz", tmp_path / "m"))
-    with pytest.raises(FetchError, match="must be a .tar.gz"):
+    with pytest.raises(FetchError, match=r"must be a \.tar\.gz"):
         fetch(f"{base}/model/", tmp_path / "n")
     with pytest.raises(FetchError, match="download failed"):
         fetch(f"{base}/missing.tar.gz", tmp_path / "o")
