@@ -9,8 +9,9 @@ What KServe's storage initializer does, for the Kubernetes init container of ``k
 * ``https://host/path/model.tar.gz``: the archive, unpacked into DEST.
 
 Credentials and the endpoint come from boto3's usual chain (IRSA / pod identity, ``AWS_*`` variables,
-``AWS_ENDPOINT_URL_S3`` for MinIO and other S3-compatible stores). The archive is unpacked with
-tarfile's ``data`` filter (no links out, no absolute paths, no devices); the copy is made in a hidden folder
+``AWS_ENDPOINT_URL_S3`` for MinIO and other S3-compatible stores). An archive may hold only plain files and
+folders inside DEST (no links, devices, absolute paths or ``..``; plus tarfile's ``data`` filter where the Python
+has it); the copy is made in a hidden folder
 and moved into place only once it holds a model (``saved_model.pb``), so a half-done download is never served.
 Exit status 0 on success, 1 with a one-line reason on stderr otherwise.
 """
@@ -42,11 +43,29 @@ def _is_archive(path: str) -> bool:
     return path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def _checked_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
+    """Every member, when all are plain files or folders that stay inside ``dest`` (no links, devices, absolute
+    paths or ``..``); a model needs nothing else."""
+    root = dest.resolve()
+    members = tar.getmembers()
+    for member in members:
+        if not (member.isfile() or member.isdir()):
+            raise FetchError(f"cannot unpack the archive: {member.name!r} is not a file or folder")
+        if member.name.startswith("/") or not (root / member.name).resolve().is_relative_to(root):
+            raise FetchError(f"cannot unpack the archive: {member.name!r} leaves the destination")
+    return members
+
+
 def unpack(archive: Path, dest: Path) -> None:
-    """Unpack a ``.tar.gz`` into ``dest`` with the ``data`` filter (refuses links out, absolute paths, devices)."""
+    """Unpack a ``.tar.gz`` of plain files and folders into ``dest``; tarfile's ``data`` filter too where this
+    Python has it (3.11.4+; Debian 12's 3.11.2 has not)."""
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="data")
+            members = _checked_members(tar, dest)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # Debian 12's Python: the members were checked above
+                tar.extractall(dest, members=members)
     except (tarfile.TarError, OSError) as exc:
         raise FetchError(f"cannot unpack the archive: {exc}") from None
 
