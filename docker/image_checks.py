@@ -5,6 +5,10 @@ python3 image_checks.py routes http://127.0.0.1:8080 sample.jpg   /ping /healthz
                                                                    /predict /metrics
 python3 image_checks.py prometheus http://127.0.0.1:9090 mri_model_ready 120
                                                                    until Prometheus has scraped it
+python3 image_checks.py source http://127.0.0.1:8080 built-in /opt/mri-classifier/model
+                                                                   /readyz serves that model source
+python3 image_checks.py failed http://127.0.0.1:8080 configured /opt/ml/model 240
+                                                                   /readyz reports that source failed
 """
 
 from __future__ import annotations
@@ -134,6 +138,36 @@ def prometheus(base: str, metric: str, timeout_s: float) -> int:
     return 1
 
 
+def source(base: str, origin: str, model_dir: str) -> int:
+    """``/readyz`` is 200 and names the model's source (``service/model_source.py``)."""
+    status, body = request(base + "/readyz")
+    answer = json.loads(body) if status in (200, 503) else {}
+    found = answer.get("source")
+    say(f"/readyz: {status}, source {found}, model {answer.get('model', {}).get('version')}")
+    return 0 if status == 200 and found == {"origin": origin, "model_dir": model_dir} else 1
+
+
+def failed(base: str, origin: str, model_dir: str, timeout_s: float) -> int:
+    """``/readyz`` turns 503 ``failed`` for that source, and the service never becomes ready meanwhile."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        try:
+            status, body = request(base + "/readyz")
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+            continue
+        answer = json.loads(body)
+        if status == 200:
+            say(f"FAIL: ready with {answer.get('source')}")
+            return 1
+        if answer.get("status") == "failed":
+            say(f"/readyz: 503 failed ({answer.get('reason')}), source {answer.get('source')}")
+            return 0 if answer.get("source") == {"origin": origin, "model_dir": model_dir} else 1
+        time.sleep(1)
+    say(f"FAIL: /readyz never said failed within {timeout_s:.0f} s")
+    return 1
+
+
 def main(argv: list[str]) -> int:
     """Dispatch to one check."""
     command, base, *rest = argv
@@ -143,6 +177,10 @@ def main(argv: list[str]) -> int:
         return routes(base, Path(rest[0]))
     if command == "prometheus":
         return prometheus(base, rest[0], float(rest[1]) if len(rest) > 1 else 120)
+    if command == "source":
+        return source(base, rest[0], rest[1])
+    if command == "failed":
+        return failed(base, rest[0], rest[1], float(rest[2]) if len(rest) > 2 else 240)
     raise SystemExit(f"unknown check {command!r}")
 
 

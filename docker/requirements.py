@@ -1,10 +1,9 @@
-"""Print the requirements of one of the project's extras, read from pyproject.toml, one per line.
+"""Print a hashed lock file without some of its packages (their hashes included), for ``pip install
+--require-hashes``. The GPU images take TensorFlow from their base image, so they drop it from the lock:
 
-The images install their dependencies from this list in a layer of their own, before the code is copied, so
-editing code never re-downloads TensorFlow. Self-references (``mri-classifier[serve]``) are expanded;
-``--exclude NAME`` drops a distribution (the GPU image takes TensorFlow from its base image).
+    python3 docker/requirements.py requirements/serve.lock --exclude tensorflow --exclude tensorflow-cpu
 
-    python3 docker/requirements.py serve pyproject.toml > requirements.txt
+Standard library only (it runs in the GPU base image before anything is installed).
 """
 
 from __future__ import annotations
@@ -13,58 +12,37 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11 (a GPU base image's interpreter): pip vendors the same parser
-    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
-
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?")
+_ENTRY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==")
 
 
-def _canonical(name: str) -> str:
+def canonical(name: str) -> str:
+    """PEP 503 name: lower case, runs of ``-_.`` as one ``-``."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirements(project: dict[str, Any], extra: str, exclude: set[str]) -> list[str]:
-    """The base dependencies plus those of ``extra`` (recursively), minus excluded distributions."""
-    own = _canonical(project["name"])
-    extras: dict[str, list[str]] = project.get("optional-dependencies", {})
+def without(lock_text: str, exclude: set[str]) -> str:
+    """``lock_text`` minus the entries (a ``name==version`` line and its continuation lines) of ``exclude``."""
     out: list[str] = []
-    seen: set[str] = set()
-
-    def add(reqs: list[str]) -> None:
-        for req in reqs:
-            match = _NAME.match(req)
-            if match is None:
-                raise ValueError(f"cannot parse requirement {req!r}")
-            name = _canonical(match.group(1))
-            if name == own:
-                for sub in (match.group(2) or "[]").strip("[]").split(","):
-                    if sub.strip() and sub.strip() not in seen:
-                        seen.add(sub.strip())
-                        add(extras[sub.strip()])
-            elif name not in exclude and req not in out:
-                out.append(req)
-
-    add(list(project.get("dependencies", [])))
-    if extra:
-        seen.add(extra)
-        add(extras[extra])
-    return out
+    skipping = False
+    for line in lock_text.splitlines():
+        match = _ENTRY.match(line)
+        if match:
+            skipping = canonical(match.group(1)) in exclude
+        elif not line.startswith((" ", "\t")):
+            skipping = False  # a comment or blank line ends an entry
+        if not skipping:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("extra", help="optional-dependencies group, e.g. serve or train ('' = base only)")
-    parser.add_argument("pyproject", nargs="?", default="pyproject.toml")
+    parser.add_argument("lock", type=Path, help="a hashed lock file (requirements/*.lock)")
     parser.add_argument("--exclude", action="append", default=[], help="distribution to leave out")
     args = parser.parse_args(argv)
-    project = tomllib.loads(Path(args.pyproject).read_text())["project"]
-    lines = requirements(project, args.extra, {_canonical(n) for n in args.exclude})
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write(without(args.lock.read_text(), {canonical(n) for n in args.exclude}))
     return 0
 
 

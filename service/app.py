@@ -117,6 +117,8 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         "Research and decision-support demonstration: **not a diagnostic device**.",
         lifespan=lifespan,
         exception_handlers=ERROR_HANDLERS,
+        docs_url=None,  # /docs is served offline by routes/ui.py (FastAPI's own loads Swagger UI from a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.classifier = classifier

@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,6 +25,30 @@ log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 REALM = "mri-classifier"
+#: The two ways to send the key, as OpenAPI security schemes (Swagger UI's Authorize dialog offers both).
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "APIKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
+
+
+def document_api_key(app: FastAPI, open_paths: frozenset[str]) -> None:
+    """Declare the API key in ``app``'s OpenAPI document: required everywhere but on ``open_paths``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        schema["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        for path, operations in schema.get("paths", {}).items():
+            if path in open_paths:
+                for operation in operations.values():
+                    operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def open_paths(settings: Settings, probe_paths: frozenset[str], metrics_path: str) -> frozenset[str]:

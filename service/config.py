@@ -41,11 +41,18 @@ class Settings(BaseSettings):
         default=Path(mime.SAGEMAKER_MODEL_DIR),
         description="Versioned model folder (<dir>/<version>/saved_model.pb) or one plain SavedModel folder.",
     )
+    builtin_model_dir: Path | None = Field(
+        default=None,
+        description="The model built into the image (set by the images): served when MRI_MODEL_DIR is not set "
+        "and the default model folder is empty; never in place of a configured model that fails to load.",
+    )
     model_name: str | None = Field(
         default=None, description="Name served on /v1/models/<name>; defaults to the metadata's model_name."
     )
     model_version: int | None = Field(default=None, ge=1, description="Serve this version instead of the newest.")
-    host: str = Field(default="0.0.0.0", description="Interface to bind.")
+    host: str = Field(
+        default="127.0.0.1", description="Interface to bind: this machine only, unless set (the images set 0.0.0.0)."
+    )
     port: int = Field(
         default=8080,
         ge=1,

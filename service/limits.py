@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics, mime, pipeline
-from service.auth import APIKeyMiddleware, open_paths
+from service.auth import APIKeyMiddleware, document_api_key, open_paths
 from service.config import Settings
 from service.errors import RequestTimeoutError
 from service.routes.ui import PAGE_PATHS
@@ -165,6 +165,7 @@ def add_guards(app: FastAPI, settings: Settings) -> None:
     if keys:
         reachable = open_paths(settings, PROBE_PATHS, METRICS_PATH) | PAGE_PATHS
         app.add_middleware(APIKeyMiddleware, keys=keys, open_paths=reachable)
+        document_api_key(app, reachable)  # /docs' Authorize dialog
     app.add_middleware(
         RequestGuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -89,12 +89,23 @@ class ModelStatus(BaseModel):
     tta: str = Field(default="none", description="Test-time augmentation: none, or flip (mean with the mirror).")
 
 
+class ModelSourceStatus(BaseModel):
+    """Where the served model comes from (``service.model_source``)."""
+
+    origin: str = Field(
+        description="configured (MRI_MODEL_DIR, a mount, SageMaker's model.tar.gz) or built-in (the image's model).",
+        examples=["built-in"],
+    )
+    model_dir: str = Field(description="The folder the model is loaded from.", examples=["/opt/mri-classifier/model"])
+
+
 class Readiness(BaseModel):
     """Answer of ``/readyz`` and ``/ping``: 200 only when the model is loaded and warm."""
 
     status: str = Field(description="idle, loading, ready or failed.", examples=["ready"])
     reason: str | None = Field(default=None, description="Why the model is not ready.", examples=[None])
     model: ModelStatus | None = None
+    source: ModelSourceStatus | None = Field(default=None, description="Where the model is (being) loaded from.")
 
 
 class TFServingPrediction(BaseModel):

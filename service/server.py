@@ -18,6 +18,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
+from service import model_source
 from service.config import LogLevel, RuntimeName, Settings
 from service.tta import TTA_MODES
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mri-classifier serve", description="Serve the MRI classifier over HTTP (SageMaker serve contract)."
     )
     parser.add_argument("--model-dir", dest="model_dir", help="model folder (default /opt/ml/model)")
-    parser.add_argument("--host", help="interface to bind (default 0.0.0.0)")
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 in the images)")
     parser.add_argument("--port", type=int, help="port (default 8080, or SAGEMAKER_BIND_TO_PORT)")
     parser.add_argument("--runtime", choices=get_args(RuntimeName))
     parser.add_argument("--max-batch-size", dest="max_batch_size", type=int)
@@ -48,7 +49,7 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     try:
-        settings = Settings(**overrides)
+        settings = model_source.choose(Settings(**overrides))
     except ValidationError as exc:
         sys.stderr.write(f"mri-classifier serve: invalid settings:\n{exc}\n")
         return 2
@@ -72,6 +73,7 @@ def run(argv: Sequence[str]) -> int:
     )
     server = uvicorn.Server(config)
     signal.signal(signal.SIGTERM, _ignore_after_drain)
-    log.info("listening on %s:%d (model dir %s)", settings.host, settings.port, settings.model_dir)
+    source = model_source.describe(settings)
+    log.info("listening on %s:%d (%s model dir %s)", settings.host, settings.port, source.origin, source.model_dir)
     server.run()
     return 0 if server.started else 1

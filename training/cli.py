@@ -1,4 +1,5 @@
-"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``serve`` and ``sagemaker``.
+"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``serve``, ``sagemaker`` and
+``fetch-model``; ``--version`` prints the installed version.
 
 ``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
 entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
@@ -11,6 +12,17 @@ import sys
 from collections.abc import Sequence
 
 
+def version() -> str:
+    """The installed distribution's version (``0.0.0+unknown`` when run from a source tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("mri-classifier")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; each one parses its own options."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -20,10 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
         "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
         "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
+        "fetch-model": ("service.fetch_model", "Download a model (s3:// or https://) into a folder."),
     }
+    if args[:1] == ["--version"]:
+        sys.stdout.write(f"mri-classifier {version()}\n")
+        return 0
     if not args or args[0] in ("-h", "--help"):
-        lines = ["usage: mri-classifier {" + ",".join(commands) + "} [options]", ""]
-        lines += [f"  {name:<10} {text}" for name, (_, text) in commands.items()]
+        lines = ["usage: mri-classifier [--version] {" + ",".join(commands) + "} [options]", ""]
+        lines += [f"  {name:<12} {text}" for name, (_, text) in commands.items()]
         sys.stdout.write("\n".join(lines) + "\n")
         return 0 if args else 2
     name, rest = args[0], args[1:]

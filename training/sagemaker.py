@@ -6,6 +6,8 @@ the model goes to ``<root>/model`` (SageMaker tars it into model.tar.gz), the ev
 ``<root>/output/data``, checkpoints to ``<root>/checkpoints`` (synced to S3 when checkpointing is on, so a spot
 interruption resumes). On failure the reason goes to ``<root>/output/failure`` and the exit status is 1.
 ``root`` is ``/opt/ml`` unless ``MRI_SM_ROOT`` says otherwise (tests use a temporary folder).
+The training images set ``MRI_SM_DEFAULT_HYPERPARAMETERS`` to the shipped recipe (``docker/hyperparameters.json``):
+the job's own hyperparameters override it key by key, so an empty ``{}`` trains the shipped recipe.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class SageMakerEnv(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MRI_SM_", extra="ignore")
 
     root: Path = Path("/opt/ml")
+    default_hyperparameters: Path | None = None
 
     @property
     def hyperparameters_file(self) -> Path:
@@ -91,6 +94,8 @@ def run_training_job(env: SageMakerEnv) -> int:
         hp = json.loads(env.hyperparameters_file.read_text()) if env.hyperparameters_file.is_file() else {}
         if not isinstance(hp, dict):
             raise ValueError("hyperparameters.json must hold a JSON object")
+        if env.default_hyperparameters is not None:  # the image's recipe, overridden key by key
+            hp = {**json.loads(env.default_hyperparameters.read_text()), **hp}
         train_channel = env.channel("train")
         if not train_channel.is_dir():
             raise FileNotFoundError(f"training channel {train_channel} is missing")

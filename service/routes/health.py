@@ -5,22 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from service import metrics
+from service import metrics, model_source
 from service.classifier import Classifier
 from service.deps import ClassifierDep
-from service.schemas import Liveness, ModelStatus, Readiness
+from service.schemas import Liveness, ModelSourceStatus, ModelStatus, Readiness
 
 router = APIRouter(tags=["health"])
 
 
 def readiness(classifier: Classifier) -> JSONResponse:
     """200 with the model when it is loaded and warm, else 503 with the reason (``/readyz`` and ``/ping``)."""
+    where = model_source.describe(classifier.settings)
+    source = ModelSourceStatus(origin=where.origin, model_dir=str(where.model_dir))
     if classifier.ready:
         info = classifier.model.info
         model = ModelStatus(**{**info.__dict__, "classes": list(info.classes)})
-        body = Readiness(status=classifier.state.value, model=model)
+        body = Readiness(status=classifier.state.value, model=model, source=source)
         return JSONResponse(body.model_dump(), status_code=200)
-    body = Readiness(status=classifier.state.value, reason=classifier.reason)
+    body = Readiness(status=classifier.state.value, reason=classifier.reason, source=source)
     return JSONResponse(body.model_dump(), status_code=503)
 
 

@@ -69,6 +69,16 @@ def test_api_is_hardened_and_serves_the_model_read_only(compose: dict[str, Any])
     assert 25 < grace <= 30, "SageMaker's 30 s; the service drains in 25"
 
 
+def test_plain_up_serves_the_built_in_model(compose: dict[str, Any]) -> None:
+    """``docker compose up -d`` with nothing set: the models volume is new and empty, MRI_MODEL_DIR is unset, so
+    the image's built-in model is served (service/model_source.py); make image-test brings it up for real."""
+    api = compose["services"]["api"]
+    assert "MRI_MODEL_DIR" not in api.get("environment", {}), "set, it would turn the built-in model off"
+    assert api["build"] == {**api["build"], "dockerfile": "docker/Dockerfile", "target": "service-cpu"}
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "ENV MRI_BUILTIN_MODEL_DIR=/opt/mri-classifier/model" in dockerfile
+
+
 def test_train_runs_under_a_profile_and_writes_the_volume_api_reads(compose: dict[str, Any]) -> None:
     train = compose["services"]["train"]
     assert train["profiles"] == ["train"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
 from tests.deploy.conftest import ROOT, require_tool, run_tool
 
@@ -163,11 +162,13 @@ def test_build_context_is_an_allow_list_that_holds_every_copy_source() -> None:
     for never in (
         ".venv/bin/python",
         ".git/HEAD",
-        "models/mri-classifier/2/saved_model.pb",
+        "models/candidate/1/saved_model.pb",
         "runs/x",
         "scratch/x",
+        "requirements/dev.in",
     ):
         assert not _dockerignore_allows(never, patterns), never
+    assert _dockerignore_allows("models/mri-classifier/2/saved_model.pb", patterns), "the built-in model"
     for dockerfile in DOCKERFILES:
         for word, rest in (i for s in parse(dockerfile) for i in s.instructions):
             if word != "COPY" or "--from=" in rest:
@@ -179,27 +180,65 @@ def test_build_context_is_an_allow_list_that_holds_every_copy_source() -> None:
 
 
 # ------------------------------------------------------------------------------------ docker/requirements.py
-def _requirements(*args: str) -> list[str]:
+def _filtered(*args: str) -> str:
     result = run_tool(sys.executable, "docker/requirements.py", *args)
     assert result.returncode == 0, result.stderr
-    return result.stdout.split("\n")[:-1]
+    return result.stdout
 
 
-def test_requirements_of_each_extra() -> None:
-    serve = _requirements("serve")
-    train = _requirements("train")
-    names = {Requirement(r).name for r in serve}
-    assert {"fastapi", "tensorflow-cpu", "tensorflow", "numpy", "pillow"} <= names
-    assert set(serve) < set(train), "train expands mri-classifier[serve]"
-    assert {"scikit-learn"} <= {Requirement(r).name for r in train}
-    assert not any(Requirement(r).name == "mri-classifier" for r in train)
-    assert not any(Requirement(r).name in {"pytest", "ruff"} for r in train), "dev tools stay out of images"
+def test_lock_filter_drops_tensorflow_with_its_hashes_for_the_gpu_image() -> None:
+    lock = (ROOT / "requirements" / "serve.lock").read_text()
+    kept = _filtered("requirements/serve.lock", "--exclude", "tensorflow", "--exclude", "tensorflow-cpu")
+    names = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", kept, re.M))
+    assert not {"tensorflow", "tensorflow-cpu"} & names
+    assert {"fastapi", "keras", "numpy", "openvino"} <= names, "TensorFlow's own dependencies stay pinned"
+    entries = re.findall(
+        r"^[a-z0-9][a-z0-9._-]*==\S+(?: ;[^\\]*)? \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", kept, re.M
+    )
+    assert len(entries) == len(re.findall(r"^[a-z0-9][a-z0-9._-]*==", kept, re.M)), "every entry keeps its hashes"
+    tf_hashes = set(re.findall(r"tensorflow(?:-cpu)?==.*?\n((?:    --hash=\S+.*\n)+)", lock))
+    assert tf_hashes and not any(h in kept for h in tf_hashes)
+    assert _filtered("requirements/serve.lock") == lock.rstrip("\n") + "\n", "nothing excluded: unchanged"
 
 
-def test_requirements_exclude_tensorflow_for_the_gpu_image() -> None:
-    reqs = _requirements("serve", "--exclude", "tensorflow", "--exclude", "tensorflow-cpu")
-    assert not any(Requirement(r).name.startswith("tensorflow") for r in reqs)
-    assert "fastapi" in {Requirement(r).name for r in reqs}
+# ------------------------------------------------------------------------------- what the images carry
+def test_service_images_carry_the_shipped_model_and_listen_on_every_interface() -> None:
+    for dockerfile, target in SERVICE_TARGETS.items():
+        stages = parse(ROOT / "docker" / dockerfile)
+        steps = list(lineage(stages, target))
+        assert ("COPY", "models/mri-classifier /opt/mri-classifier/model") in steps, dockerfile
+        env = " ".join(rest for word, rest in steps if word == "ENV")
+        assert "MRI_BUILTIN_MODEL_DIR=/opt/mri-classifier/model" in env and "MRI_HOST=0.0.0.0" in env
+        assert "MRI_MODEL_DIR" not in env, "set, it would turn the built-in model off"
+    assert any(p.name == "saved_model.pb" for p in (ROOT / "models" / "mri-classifier").glob("*/saved_model.pb"))
+
+
+def test_train_images_carry_the_weights_and_the_recipe() -> None:
+    recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())
+    for dockerfile, target in TRAIN_TARGETS.items():
+        steps = list(lineage(parse(ROOT / "docker" / dockerfile), target))
+        copies = [rest for word, rest in steps if word == "COPY"]
+        weights = next(c for c in copies if "efficientnet_lite0_imagenet.weights.h5" in c)
+        assert weights.split()[-1] + Path(recipe["weights"]).name == recipe["weights"], "where the recipe reads"
+        assert "docker/hyperparameters.json /opt/mri-classifier/hyperparameters.json" in copies
+        env = " ".join(rest for word, rest in steps if word == "ENV")
+        assert "MRI_SM_DEFAULT_HYPERPARAMETERS=/opt/mri-classifier/hyperparameters.json" in env
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert "lite0_state.py" in text and "training.port_lite0" in text and "requirements/lite0.lock" in text
+
+
+def test_every_install_is_from_a_hashed_lock() -> None:
+    """pip installs in the images: --require-hashes from requirements/*.lock, or the project itself --no-deps."""
+    for dockerfile in (ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.gpu"):
+        installs = [r for s in parse(dockerfile) for w, r in s.instructions if w == "RUN" and "pip install" in r]
+        assert installs
+        for run in installs:
+            for command in re.findall(r"pip install[^;&]*", run):
+                assert "--require-hashes" in command or ("--no-deps" in command and "/src" in command), command
+    makefile = (ROOT / "Makefile").read_text()
+    venv = makefile[makefile.index("$(VENV)/.installed:") : makefile.index("venv: $(VENV)/.installed")]
+    for command in re.findall(r"pip install[^\n]*", venv):
+        assert "--require-hashes" in command or "--no-deps --no-build-isolation -e ." in command, command
 
 
 # ------------------------------------------------------------------------------------- docker/healthcheck.py
@@ -253,13 +292,15 @@ def test_smoke_dataset_matches_the_train_command(tmp_path: Path) -> None:
     from training.sagemaker import hyperparameters_to_argv
     from training.train import config_from_args
 
-    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv(hyperparameters)])
-    assert (config.backbone, config.epochs, config.image_size) == ("tiny", 1, 32)
+    recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())  # the image's defaults
+    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv({**recipe, **hyperparameters})])
+    assert (config.backbone, config.epochs, config.image_size) == ("efficientnet_lite0", 2, 64)
+    assert config.weights == recipe["weights"] and config.fine_tune_from == "block4a" and config.crop_brain
     from service.preprocessing import PreprocessConfig
     from training import data
 
     samples, _ = data.scan_folder(tmp_path / "input" / "data" / "train")
-    loaded = data.load_images(samples, PreprocessConfig(image_size=32), progress=False)
+    loaded = data.load_images(samples, PreprocessConfig(image_size=64, crop_brain=True), progress=False)
     assert len(data.deduplicate(loaded).keep) == 48, "the near-duplicate filter must keep every image"
 
 

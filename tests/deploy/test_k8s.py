@@ -1,17 +1,25 @@
-"""The Kubernetes manifests: each overlay rendered by ``kubectl kustomize``, every object validated against
-the Kubernetes schemas (``kubernetes-validate --strict``, offline), then the policies the deployment keeps."""
+"""The Kubernetes manifests: each overlay rendered by ``kubectl kustomize`` as shipped and with each
+model component switched on the documented way (its line uncommented in the overlay), every object validated
+against the Kubernetes schemas (``kubernetes-validate --strict``, offline), then the policies the deployment
+keeps: the default needs no volume filled by hand; a component's model is where the training Job writes."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import ROOT, require_tool, run_tool
+from tests.deploy.conftest import KUBECTL_DIST, ROOT, require_tool, run_tool
 
 OVERLAYS = ("cpu", "gpu")
+COMPONENTS = (None, "model-pvc", "model-download")
+RENDERS = [(o, c) for c in COMPONENTS for o in OVERLAYS]
 # The oldest Kubernetes these manifests target, and the newest schemas the validator ships.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 NAMESPACE = "mri-classifier"
@@ -21,12 +29,48 @@ CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 Objects = list[dict[str, Any]]
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
-def overlay(request: pytest.FixtureRequest, kubectl: str) -> tuple[str, Objects]:
-    """(overlay name, the rendered objects)."""
-    result = run_tool(kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / request.param))
+def render(kubectl: str, overlay: str, component: str | None, tmp: Path) -> Objects:
+    """``kubectl kustomize`` of an overlay; with ``component``, of a copy of k8s/ whose overlay has that
+    component's commented line switched on, as docs/kubernetes.md tells users to do."""
+    folder = ROOT / "k8s"
+    if component is not None:
+        folder = tmp / "k8s"
+        shutil.copytree(ROOT / "k8s", folder)
+        kustomization = folder / "overlays" / overlay / "kustomization.yaml"
+        text = kustomization.read_text()
+        line = f"#   - ../../components/{component} "
+        assert "# components:" in text and line in text, f"the overlay documents {component}"
+        text = text.replace("# components:", "components:").replace(line, line.replace("#", " ", 1))
+        kustomization.write_text(text)
+    result = run_tool(kubectl, "kustomize", str(folder / "overlays" / overlay))
     assert result.returncode == 0, result.stderr
-    return request.param, [o for o in yaml.safe_load_all(result.stdout) if o]
+    return [o for o in yaml.safe_load_all(result.stdout) if o]
+
+
+@pytest.fixture(scope="module")
+def renders(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``renders(overlay, component)``: the rendered objects, each render made once per module."""
+    cache: dict[tuple[str, str | None], Objects] = {}
+
+    def get(overlay: str, component: str | None = None) -> Objects:
+        if (overlay, component) not in cache:
+            cache[overlay, component] = render(kubectl, overlay, component, tmp_path_factory.mktemp("k8s"))
+        return cache[overlay, component]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=RENDERS, ids=lambda r: "+".join(filter(None, r)))
+def rendered(request: pytest.FixtureRequest, renders: Any) -> tuple[str, str | None, Objects]:
+    """(overlay, component or None, the rendered objects), for every render."""
+    overlay, component = request.param
+    return overlay, component, renders(overlay, component)
+
+
+@pytest.fixture(scope="module")
+def overlay(rendered: tuple[str, str | None, Objects]) -> tuple[str, Objects]:
+    """(overlay name, the rendered objects), for every render."""
+    return rendered[0], rendered[2]
 
 
 def one(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
@@ -40,9 +84,14 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_kubectl_is_pinned(kubectl: str) -> None:
+    """The kubectl of the pinned wheel: its minor version is the one the wheel's name promises."""
+    expected = re.fullmatch(r".*-v1?(\d+)", KUBECTL_DIST)
+    assert expected is not None
     result = run_tool(kubectl, "version", "--client", "-o", "yaml")
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout)["clientVersion"]["minor"].startswith(("33", "3"))
+    client = yaml.safe_load(result.stdout)["clientVersion"]
+    assert (client["major"], client["minor"]) == ("1", expected.group(1))
+    assert client["gitVersion"].startswith(f"v1.{expected.group(1)}.")
 
 
 def test_every_object_passes_strict_schema_validation(overlay: tuple[str, Objects]) -> None:
@@ -53,12 +102,10 @@ def test_every_object_passes_strict_schema_validation(overlay: tuple[str, Object
         "ServiceAccount",
         "ConfigMap",
         "Service",
-        "PersistentVolumeClaim",
         "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
-        "Job",
         "ServiceMonitor",
     }
     assert expected <= kinds, f"missing: {expected - kinds}"
@@ -97,42 +144,49 @@ def _container(workload: dict[str, Any]) -> dict[str, Any]:
     return containers[0]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_restricted_security_context(overlay: tuple[str, Objects], kind: str) -> None:
+def workloads(objects: Objects) -> list[dict[str, Any]]:
+    """The Deployment, and the training Job where a component adds it."""
+    return [o for o in objects if o["kind"] in ("Deployment", "Job")]
+
+
+def test_restricted_security_context(overlay: tuple[str, Objects]) -> None:
     _, objects = overlay
-    workload = one(objects, kind)
-    spec = pod_spec(workload)
-    pod = spec["securityContext"]
-    assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
-    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
-    assert spec["automountServiceAccountToken"] is False
-    container = _container(workload)
-    sc = container["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc.get("privileged", False) is False
-    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
-    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
-    volume = next(v for v in spec["volumes"] if v["name"] == tmp["name"])
-    assert "emptyDir" in volume, "a read-only root filesystem needs an emptyDir for /tmp"
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc.get("privileged", False) is False
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+            tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+            volume = next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+            assert "emptyDir" in volume, "a read-only root filesystem needs an emptyDir for /tmp"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_resources_requested_and_limited(overlay: tuple[str, Objects], kind: str) -> None:
+def test_resources_requested_and_limited(overlay: tuple[str, Objects]) -> None:
     _, objects = overlay
-    resources = _container(one(objects, kind))["resources"]
-    for key in ("cpu", "memory"):
-        assert key in resources["requests"] and key in resources["limits"], key
+    for workload in workloads(objects):
+        for container in [*pod_spec(workload).get("initContainers", []), *pod_spec(workload)["containers"]]:
+            for key in ("cpu", "memory"):
+                assert key in container["resources"]["requests"] and key in container["resources"]["limits"], key
 
 
-def test_probes_match_the_service_routes(overlay: tuple[str, Objects]) -> None:
-    _, objects = overlay
+def test_probes_match_the_service_routes(rendered: tuple[str, str | None, Objects]) -> None:
+    _, component, objects = rendered
     container = _container(one(objects, "Deployment"))
     startup, readiness, liveness = (container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
     assert readiness["httpGet"]["path"] == "/readyz"
     assert liveness["httpGet"]["path"] == "/healthz", "liveness is a cheap process check, never an inference"
-    assert startup["httpGet"]["path"] == "/readyz", "the startup probe covers the model load"
+    if component == "model-pvc":  # waiting for the Job's first model must not restart the pods
+        assert startup["httpGet"]["path"] == "/healthz"
+    else:
+        assert startup["httpGet"]["path"] == "/readyz", "the startup probe covers the model load"
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 300, "≥ 5 minutes for load + warm-up"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe in (startup, readiness, liveness):
@@ -155,27 +209,58 @@ def test_graceful_termination(overlay: tuple[str, Objects]) -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_model_store_is_written_by_the_job_and_read_only_in_the_deployment(
-    overlay: tuple[str, Objects],
-) -> None:
-    _, objects = overlay
-    claim = one(objects, "PersistentVolumeClaim", "mri-classifier-models")["metadata"]["name"]
+def model_volume(workload: dict[str, Any], container: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(the mount on /opt/ml/model of ``container`` (default: the main one), its volume), or (None, None)."""
+    container = container or _container(workload)
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == "/opt/ml/model"), None)
+    if mount is None:
+        return None, None
+    return mount, next(v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"])
 
-    def model_mount(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        workload = one(objects, kind)
-        mount = next(m for m in _container(workload)["volumeMounts"] if m["mountPath"] == "/opt/ml/model")
-        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"])
-        return mount, volume
 
-    mount, volume = model_mount("Deployment")
+def settings_of(objects: Objects) -> dict[str, str]:
+    container = _container(one(objects, "Deployment"))
+    name = next(e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e)
+    return dict(one(objects, "ConfigMap", name)["data"])
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_the_default_needs_no_volume_filled_by_hand(renders: Any, overlay_name: str) -> None:
+    """``kubectl apply -k k8s/overlays/<x>``: the pods serve the image's built-in model (no claim, nothing
+    mounted on /opt/ml/model, MRI_MODEL_DIR unset so that service/model_source.py picks the built-in one)."""
+    objects = renders(overlay_name)
+    assert not [o for o in objects if o["kind"] in ("PersistentVolumeClaim", "Job")]
+    deployment = one(objects, "Deployment")
+    assert model_volume(deployment) == (None, None)
+    assert all(set(v) == {"name", "emptyDir"} for v in pod_spec(deployment)["volumes"]), "only scratch space"
+    assert "MRI_MODEL_DIR" not in settings_of(objects)
+    assert "initContainers" not in pod_spec(deployment)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_model_pvc_is_written_by_the_job_and_read_only_in_the_deployment(renders: Any, overlay: str) -> None:
+    objects = renders(overlay, "model-pvc")
+    claim = one(objects, "PersistentVolumeClaim", "mri-classifier-models")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], "what every default storage class provides"
+    assert one(objects, "PersistentVolumeClaim", "mri-classifier-training-data")["spec"]["accessModes"] == [
+        "ReadWriteOnce"
+    ]
+    mount, volume = model_volume(one(objects, "Deployment"))
     assert mount["readOnly"] is True
-    assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
-    mount, volume = model_mount("Job")
-    assert not mount.get("readOnly", False) and volume["persistentVolumeClaim"]["claimName"] == claim
+    assert volume["persistentVolumeClaim"] == {"claimName": "mri-classifier-models", "readOnly": True}
+    mount, volume = model_volume(one(objects, "Job"))
+    assert not mount.get("readOnly", False) and volume["persistentVolumeClaim"]["claimName"] == "mri-classifier-models"
+    assert settings_of(objects)["MRI_MODEL_DIR"] == "/opt/ml/model", "set: never the built-in model instead"
+    for kind in ("Deployment", "Job"):  # ReadWriteOnce: every pod that mounts the claim on one node
+        term = pod_spec(one(objects, kind))["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term[0]["topologyKey"] == "kubernetes.io/hostname"
+        assert term[0]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mri-classifier"}
+    assert _container(one(objects, "Job"))["image"].endswith(f"-train:{overlay}")
 
 
-def test_training_job_follows_the_sagemaker_layout(overlay: tuple[str, Objects]) -> None:
-    _, objects = overlay
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_training_job_follows_the_sagemaker_layout(renders: Any, overlay: str) -> None:
+    objects = renders(overlay, "model-pvc")
     job = one(objects, "Job")
     assert job["spec"]["suspend"] is True, "created suspended until the data is loaded"
     assert pod_spec(job)["restartPolicy"] == "Never"
@@ -186,8 +271,45 @@ def test_training_job_follows_the_sagemaker_layout(overlay: tuple[str, Objects])
     assert mounts["/opt/ml/input/config"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     config_map = one(objects, "ConfigMap", volumes[mounts["/opt/ml/input/config"]["name"]]["configMap"]["name"])
-    hyperparameters = yaml.safe_load(config_map["data"]["hyperparameters.json"])
-    assert all(isinstance(v, str) for v in hyperparameters.values())
+    overrides = json.loads(config_map["data"]["hyperparameters.json"])
+    assert overrides == {}, "the image's recipe (docker/hyperparameters.json) unless overridden here"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_model_download_fetches_into_an_empty_dir_before_the_server(renders: Any, overlay: str) -> None:
+    objects = renders(overlay, "model-download")
+    deployment = one(objects, "Deployment")
+    spec = pod_spec(deployment)
+    (init,) = spec["initContainers"]
+    assert init["image"] == _container(deployment)["image"], "the serving image: nothing else to pull"
+    assert init["args"] == ["fetch-model", "$(MODEL_URI)", "/opt/ml/model"]
+    ref = next(e for e in init["env"] if e["name"] == "MODEL_URI")["valueFrom"]["configMapKeyRef"]
+    source = one(objects, "ConfigMap", ref["name"])["data"][ref["key"]]
+    assert source.startswith(("s3://", "https://"))
+    init_mount, volume = model_volume(deployment, init)
+    assert not init_mount.get("readOnly", False) and set(volume) == {"name", "emptyDir"}
+    mount, api_volume = model_volume(deployment)
+    assert mount["readOnly"] is True and api_volume == volume
+    assert settings_of(objects)["MRI_MODEL_DIR"] == "/opt/ml/model", "a failed download never serves the built-in"
+    from service.fetch_model import run  # the command the init container runs exists
+
+    assert callable(run)
+
+
+def test_egress_only_for_the_download(rendered: tuple[str, str | None, Objects]) -> None:
+    """DNS for everyone; HTTPS only for the API pods and only with the model-download component."""
+    _, component, objects = rendered
+    egress = {
+        o["metadata"]["name"]: o["spec"]
+        for o in objects
+        if o["kind"] == "NetworkPolicy" and "egress" in o["spec"] and o["metadata"]["name"] != "allow-dns-egress"
+    }
+    if component != "model-download":
+        assert egress == {}
+        return
+    (policy,) = egress.values()
+    assert policy["podSelector"]["matchLabels"] == API_LABELS
+    assert [p for rule in policy["egress"] for p in rule["ports"]] == [{"protocol": "TCP", "port": 443}]
 
 
 def test_api_key_comes_from_a_secret(overlay: tuple[str, Objects]) -> None:
@@ -278,8 +400,7 @@ def test_service_monitor_scrapes_the_service(overlay: tuple[str, Objects]) -> No
 
 def test_gpu_only_in_the_gpu_overlay(overlay: tuple[str, Objects]) -> None:
     name, objects = overlay
-    for kind in ("Deployment", "Job"):
-        workload = one(objects, kind)
+    for workload in workloads(objects):
         spec = pod_spec(workload)
         resources = _container(workload)["resources"]
         if name == "gpu":

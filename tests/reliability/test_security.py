@@ -27,10 +27,9 @@ PROTECTED = [
     ("POST", "/invocations"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict"),
     ("GET", f"/v1/models/{MODEL_NAME}"),
-    ("GET", "/docs"),
-    ("GET", "/openapi.json"),
     ("GET", "/no-such-route"),
 ]
+DOCS = ["/docs", "/openapi.json", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/static/docs.js"]
 PROBES = ["/healthz", "/readyz", "/ping"]
 
 
@@ -100,8 +99,24 @@ def test_wrong_credentials_are_401(start: Callable[..., TestClient], headers: di
 def test_the_key_opens_every_route(start: Callable[..., TestClient], headers: dict[str, str]) -> None:
     client = start(api_key=KEY)
     assert upload(client, headers).status_code == 200
-    assert client.get("/docs", headers=headers).status_code == 200
     assert client.get(f"/v1/models/{MODEL_NAME}", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("path", DOCS)
+def test_the_api_docs_open_without_a_key(start: Callable[..., TestClient], path: str) -> None:
+    """They hold no data; a browser cannot send a key to open them."""
+    assert start(api_key=KEY).get(path).status_code == 200
+
+
+def test_the_openapi_document_declares_the_key_for_swagger_ui(start: Callable[..., TestClient]) -> None:
+    schema = start(api_key=KEY).get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["APIKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["Bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schema["security"] == [{"APIKey": []}, {"Bearer": []}]
+    assert schema["paths"]["/readyz"]["get"]["security"] == [], "probes stay open"
+    assert "security" not in schema["paths"]["/predict"]["post"], "the API needs the key (global requirement)"
+    assert "securitySchemes" not in start().get("/openapi.json").json().get("components", {}), "no key, no scheme"
 
 
 def test_the_previous_key_is_accepted_during_a_rotation(start: Callable[..., TestClient]) -> None:

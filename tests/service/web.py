@@ -1,5 +1,5 @@
 """Helpers for the browser test: a real ``mri-classifier serve`` on a free loopback port, and Debian's Chromium
-driven by Playwright. Also a small tool that takes the README's screenshot of the page with any model::
+driven by Playwright. Also a small tool that takes docs/api.md's screenshot of the page with any model::
 
     .venv/bin/python -m tests.service.web --model-dir models/mri-classifier --image scan.jpg --out docs/screenshot.png
 """
@@ -35,11 +35,18 @@ MISSING_CHROMIUM = (
 
 
 @contextmanager
-def serve(model_dir: Path, log_path: Path, runtime: str = "tensorflow", timeout: float = 180.0) -> Iterator[str]:
-    """Run ``mri-classifier serve`` on 127.0.0.1 and a free port until the model is ready; yields the base URL."""
+def serve(
+    model_dir: Path,
+    log_path: Path,
+    runtime: str = "tensorflow",
+    timeout: float = 180.0,
+    settings: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``mri-classifier serve`` on 127.0.0.1 and a free port until the model is ready; yields the base URL.
+    ``settings``: extra ``MRI_*`` environment variables."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", MRI_LOG_LEVEL="debug")
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", MRI_LOG_LEVEL="debug", **(settings or {}))
     command = [*serve_command(), "serve", "--model-dir", str(Path(model_dir).resolve()), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--runtime", runtime]
     with log_path.open("wb") as log:

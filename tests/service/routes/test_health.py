@@ -41,7 +41,8 @@ def test_readiness_turns_200_only_after_the_load(open_client, model_root, monkey
     for path in ("/readyz", "/ping"):
         response = client.get(path)
         assert response.status_code == 503
-        assert response.json() == {"status": "loading", "reason": "model is loading", "model": None}
+        source = {"origin": "configured", "model_dir": str(model_root)}
+        assert response.json() == {"status": "loading", "reason": "model is loading", "model": None, "source": source}
     assert client.get("/healthz").status_code == 200
     response = client.post("/predict", files={"file": ("x.jpg", images.jpeg(1), "image/jpeg")})
     assert response.status_code == 503
@@ -71,7 +72,8 @@ def test_class_order_mismatch_is_never_ready(open_client, mismatched_root):
     for path in ("/readyz", "/ping"):
         response = client.get(path)
         assert response.status_code == 503
-        assert response.json() == {"status": "failed", "reason": reason, "model": None}
+        source = {"origin": "configured", "model_dir": str(mismatched_root)}
+        assert response.json() == {"status": "failed", "reason": reason, "model": None, "source": source}
     response = client.post("/invocations", content=images.jpeg(1), headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 503
     assert response.json() == {"error": f"model not ready: {reason}"}

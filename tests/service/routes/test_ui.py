@@ -28,9 +28,26 @@ def test_only_listed_files(client, path):
 
 def test_nothing_external(client):
     """Air-gapped: no absolute URL to another host in the page or its assets."""
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/static/app.js", "/static/style.css", "/docs", "/static/docs.js"):
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", client.get(path).text, re.IGNORECASE), path
 
 
 def test_the_page_is_not_in_the_openapi_schema(client):
     assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_docs_are_served_offline(client):
+    """/docs is Swagger UI from package data: its HTML loads only the service's own files, no inline script."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self';" in csp and "unsafe-inline" not in csp
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources == ["/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js", "/static/docs.js"]
+    assert "<script>" not in page.text, "an inline script would need 'unsafe-inline'"
+    bundle = client.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text and len(bundle.content) > 500_000
+    assert client.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    assert "/openapi.json" in client.get("/static/docs.js").text
+    assert client.get("/docs/../static/app.js").status_code in (404, 200)  # normalised by the client, never a file
+    assert client.get("/docs/favicon.png").status_code == 404, "only the listed files"
