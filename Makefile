@@ -6,7 +6,7 @@ MODEL_DIR ?= models/mri-classifier
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
-.PHONY: venv run test test-fast lint typecheck train evaluate clean browser
+.PHONY: venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
 # Every install is from the hashed lock files (requirements/*.lock, see `make lock`), then the project itself
@@ -32,7 +32,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv deploy-tools browser lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
+test: venv deploy-tools browser dicom-tools lint typecheck  ## everything CI runs: lint, types, the whole test suite (slow tests included)
 	$(VENV)/bin/pytest
 
 test-fast: venv
@@ -80,6 +80,11 @@ deploy-tools:  ## docker-compose v1 for the compose test (apt, as root), when mi
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; } \
 		|| { echo "install docker-compose (apt-get install docker-compose) for tests/deploy"; exit 1; }
+
+dicom-tools:  ## dicom3tools' dciodvfy, which validates the DICOM results in the tests (apt, as root), when missing
+	@command -v dciodvfy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dicom3tools; } \
+		|| { echo "install dicom3tools (apt-get install dicom3tools) for tests/service/routes/test_dicom_results.py"; exit 1; }
 
 images:  ## build mri-classifier:cpu and mri-classifier-train:cpu (ENGINE=docker|podman, BASE_IMAGE, CA_BUNDLE)
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-cpu -t mri-classifier:cpu .
