@@ -147,7 +147,7 @@ def test_shards_prepared_another_way_than_train_can_ask_are_refused(tmp_path, sy
     manifest = json.loads((shards / "dataset.json").read_text())
     manifest["preprocessing"]["crop_margin"] = 0.2
     (shards / "dataset.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="crop_margin 0.2.*run `mri-classifier prepare` again"):
+    with pytest.raises(ValueError, match=r"crop_margin 0.2.*run `mri-classifier prepare` again"):
         main(_train_argv(shards, tmp_path))
 
 
