@@ -25,5 +25,5 @@ def test_package_ships_the_version_the_service_would_load(tmp_path):
     _version(tmp_path, "10", saved_model=False)  # a copy still in progress
     assert find_version_dir(tmp_path) == complete
     assert sagemaker_deploy.find_version(tmp_path) == complete
-    with pytest.raises(sagemaker_deploy.DeployError, match="missing saved_model.pb"):
+    with pytest.raises(sagemaker_deploy.DeployError, match=r"missing saved_model\.pb"):
         sagemaker_deploy.find_version(tmp_path, "10")  # asked for by name: refused, not swapped
