@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ PATIENT_NAMES = {
 
 
 def test_without_file_names_keeps_counts_and_hashes():
-    info = {
+    info: dict[str, Any] = {
         "fingerprint": "ab" * 32,
         "skipped_files": [{"file": "a/Doe.jpg", "reason": "unreadable file"}, {"file": "a/x.txt", "reason": "txt"}],
         "deduplication": {
