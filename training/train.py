@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fit temperature scaling on the validation split and build it into the export",
+        help="fit temperature scaling on a calibration half of the validation split (the other half measures "
+        "it) and build it into the export",
     )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     g = p.add_argument_group("augmentation (training data only)")
