@@ -1,7 +1,8 @@
 """Sharded TFRecord files of a de-duplicated, split dataset (``mri-classifier prepare`` writes, ``train`` reads).
 
 Each example holds the preprocessed image (PNG of the model input, so decoding is lossless), its class index,
-its duplicate group and its relative path. ``dataset.json`` beside the shards says how they were made.
+its duplicate group and its relative path. ``dataset.json`` beside the shards says how they were made and
+which shard files make up each split: only those are read.
 """
 
 from __future__ import annotations
