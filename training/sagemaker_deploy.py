@@ -58,23 +58,14 @@ class Package:
 
 
 def find_version(model_dir: Path, version: str | None = None) -> Path:
-    """The version folder to ship: ``version``, else the one the service would load
-    (:func:`service.classifier.find_version_dir`); checked to be complete."""
+    """The version folder to ship: ``version``, else the highest numbered one; checked to be complete."""
     if not model_dir.is_dir():
         raise DeployError(f"model folder {model_dir} does not exist")
     if version is None:
-        from service.classifier import find_version_dir
-        from service.runtime import ModelLoadError
-
         numeric = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
         if not numeric:
             raise DeployError(f"no numbered version folder in {model_dir} (expected <model_dir>/<version>/)")
-        try:  # the version the service would load: the newest one holding a saved_model.pb
-            chosen = find_version_dir(model_dir)
-        except ModelLoadError:
-            chosen = max(numeric, key=lambda p: int(p.name))  # reported below with what it lacks
-        if chosen == model_dir:
-            chosen = max(numeric, key=lambda p: int(p.name))
+        chosen = max(numeric, key=lambda p: int(p.name))
     else:
         chosen = model_dir / version
     missing = [name for name in ("saved_model.pb", "variables", "metadata.json") if not (chosen / name).exists()]
