@@ -14,6 +14,7 @@ copy of an image can sit on both sides of it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -283,3 +284,33 @@ def fingerprint(samples: Sequence[Sample]) -> str:
     for s in sorted(samples, key=lambda s: s.rel):
         digest.update(f"{s.rel}\t{s.path.stat().st_size}\n".encode())
     return digest.hexdigest()
+
+
+DATA_REPORT_FILE = "training_data.json"
+
+
+def without_file_names(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` as it may travel inside the model (metadata.json, images, model.tar.gz): counts and hashes only.
+
+    File names (skipped files, cross-label groups, test twins) can name patients; they stay in the training
+    report (:func:`write_data_report`), written outside the model's version folder.
+    """
+    out = {k: v for k, v in info.items() if k not in ("skipped_files", "deduplication", "test_twins")}
+    skipped = info.get("skipped_files", [])
+    out["skipped_files"] = {
+        "count": len(skipped),
+        "reasons": dict(sorted(Counter(str(s["reason"]) for s in skipped).items())),
+    }
+    if "deduplication" in info:
+        out["deduplication"] = {k: v for k, v in info["deduplication"].items() if k != "cross_label_examples"}
+    if "test_twins" in info:
+        out["test_twins"] = {k: v for k, v in info["test_twins"].items() if k != "files"}
+    return out
+
+
+def write_data_report(report_dir: Path, info: dict[str, Any]) -> Path:
+    """The full data report, file names included, in the training report folder (never in the model)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / DATA_REPORT_FILE
+    path.write_text(json.dumps(info, indent=1))
+    return path

@@ -1,9 +1,10 @@
 """``mri-classifier evaluate``: run an exported SavedModel over a test folder and write a report.
 
 The report (``metrics.json``, ``predictions.csv`` and PNG plots) covers the raw test folder and its
-de-duplicated subset: the images with no exact or near copy in the training data. Which images have a copy
-comes from ``--train-data`` when given (recomputed), otherwise from the twin list the training job stored in
-the model's metadata for this very test folder.
+de-duplicated subset: one image per group of exact or near copies inside the test folder (training's own
+duplicate finder), leaving out every group with a copy in the training data. Which images have a copy
+comes from ``--train-data`` when given (recomputed), otherwise from the pixel hashes of the twins the training
+job stored in the model's metadata for this very test folder.
 """
 
 from __future__ import annotations
@@ -19,20 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from service.classifier import find_version_dir
 from service.labels import CLASSES
+from service.runtime import ModelLoadError
 from service.tta import TTA_MODES, predict_with_tta
 
 log = logging.getLogger("training.evaluate")
-
-
-def resolve_version_dir(model: Path) -> Path:
-    """``model`` itself when it holds a SavedModel, else its highest numeric version folder."""
-    if (model / "saved_model.pb").is_file():
-        return model
-    versions = sorted((p for p in model.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
-        raise FileNotFoundError(f"no SavedModel in {model}")
-    return versions[-1]
 
 
 def predict_saved_model(
@@ -134,6 +127,16 @@ def markdown_summary(metrics: dict[str, Any]) -> str:
         ]
         for c, row in zip(CLASSES, m["confusion_matrix"], strict=True):
             lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    d = metrics.get("deduplication")
+    if d:
+        lines += [
+            "",
+            f"De-duplicated test subset: {d['kept']} of {d['images']} images. Removed: "
+            f"{d['dropped_with_a_training_twin']} in groups with a copy in the training data, "
+            f"{d['in_test_copies_collapsed']} copies inside the test folder (one image kept of each of "
+            f"{d['in_test_duplicate_groups']} groups), {d['in_test_cross_label_images_dropped']} in groups whose "
+            "copies disagree on the label.",
+        ]
     if metrics.get("tta", "none") != "none":
         lines += ["", f"Test-time augmentation: {metrics['tta']} (probabilities averaged over the views)."]
     return "\n".join(lines) + "\n"
@@ -154,7 +157,10 @@ def evaluate(
     from training.metrics import classification_metrics, reliability_bins
     from training.plots import write_plots
 
-    version_dir = resolve_version_dir(Path(model))
+    try:
+        version_dir = find_version_dir(Path(model))
+    except ModelLoadError as exc:
+        raise FileNotFoundError(f"{model}: {exc}") from None
     metadata = json.loads((version_dir / "metadata.json").read_text())
     if metadata.get("classes") != list(CLASSES):
         raise ValueError(f"model classes {metadata.get('classes')} differ from {list(CLASSES)}")
@@ -164,18 +170,18 @@ def evaluate(
     probs = predict_saved_model(version_dir, test.images, batch_size, progress, tta)
     labels = test.labels
 
+    threshold = _near_threshold(metadata)
     twin_source: str
     if train_data is not None:
         tr_samples, tr_skipped = ds.scan_folder(train_data, require_all_classes=False)
         train = ds.load_images(tr_samples, config, tr_skipped, progress=progress, desc="training data")
-        threshold = float(metadata.get("training", {}).get("near_threshold", ds.NEAR_THRESHOLD))
         twins = np.array(ds.find_twins(test, train, threshold))
         twin_source = f"recomputed against {train_data}"
     else:
         stored = metadata.get("data", {}).get("test_twins")
-        if stored and stored.get("folder_fingerprint") == ds.fingerprint(samples):
-            listed = set(stored["files"])
-            twins = np.array([s.rel in listed for s in test.samples])
+        if stored and "pixel_hashes" in stored and stored.get("folder_fingerprint") == ds.fingerprint(samples):
+            listed = set(stored["pixel_hashes"])
+            twins = np.array([h in listed for h in test.pixel_hashes])
             twin_source = "the model's metadata (same test folder fingerprint)"
         else:
             twins = None
@@ -193,11 +199,17 @@ def evaluate(
         "raw": classification_metrics(probs, labels),
         "reliability_raw": reliability_bins(probs, labels),
     }
+    in_subset: np.ndarray | None = None
+    groups: np.ndarray | None = None
     if twins is not None:
-        keep = ~twins
-        metrics["deduplicated"] = classification_metrics(probs[keep], labels[keep])
-        metrics["deduplicated"]["note"] = "test images with no exact or near copy in the training data"
-        metrics["reliability_deduplicated"] = reliability_bins(probs[keep], labels[keep])
+        in_subset, groups, counts = deduplicated_subset(test, twins, threshold)
+        metrics["deduplication"] = counts
+        metrics["deduplicated"] = classification_metrics(probs[in_subset], labels[in_subset])
+        metrics["deduplicated"]["note"] = (
+            "one test image per group of exact or near copies inside the test folder, and none with a copy in the "
+            "training data"
+        )
+        metrics["reliability_deduplicated"] = reliability_bins(probs[in_subset], labels[in_subset])
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     with (out / "predictions.csv").open("w", newline="") as fh:
@@ -210,6 +222,8 @@ def evaluate(
                 *[f"p_{c}" for c in CLASSES],
                 "correct",
                 "has_training_twin",
+                "duplicate_group",
+                "in_deduplicated_subset",
             ]
         )
         for i, s in enumerate(test.samples):
@@ -222,12 +236,57 @@ def evaluate(
                     *[f"{p:.6f}" for p in probs[i]],
                     int(pred == s.label),
                     "" if twins is None else int(twins[i]),
+                    "" if groups is None else int(groups[i]),
+                    "" if in_subset is None else int(in_subset[i]),
                 ]
             )
     (out / "summary.md").write_text(markdown_summary(metrics))
     write_plots(out, metrics, probs, labels, twins, metadata.get("history"))
     sys.stdout.write(summary_table(metrics) + "\n")
     return metrics
+
+
+def _near_threshold(metadata: dict[str, Any]) -> float:
+    """The duplicate threshold the model's training data was de-duplicated with."""
+    from training.data import NEAR_THRESHOLD
+
+    split = metadata.get("data", {}).get("split_parameters") or {}
+    value = split.get("near_threshold") or metadata.get("training", {}).get("near_threshold") or NEAR_THRESHOLD
+    return float(value)
+
+
+def deduplicated_subset(
+    test: Any, twins: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(mask of the de-duplicated test subset, duplicate group per image, what was removed and why).
+
+    Test images are grouped with training's own duplicate finder (:func:`training.data.deduplicate`). A group
+    whose members disagree on the label is dropped; so is a group with a member that has a copy in the training
+    data; every other group keeps one image. The removal counts are disjoint and add up to ``images - kept``.
+    """
+    from training.data import deduplicate
+
+    dedup = deduplicate(test, threshold)
+    groups = dedup.groups
+    tainted = {int(g) for g in groups[np.asarray(twins, dtype=bool)].tolist()}
+    keep = np.zeros(len(groups), dtype=bool)
+    for i in dedup.keep.tolist():  # one representative per group that agrees on the label
+        keep[i] = int(groups[i]) not in tainted
+    clean = {int(groups[i]) for i in dedup.keep.tolist()}
+    sizes = np.bincount(groups, minlength=len(groups))
+    return (
+        keep,
+        groups,
+        {
+            "images": len(groups),
+            "with_training_twin": int(np.sum(twins)),
+            "dropped_with_a_training_twin": int(sum(sizes[g] for g in clean & tainted)),
+            "in_test_copies_collapsed": int(sum(sizes[g] - 1 for g in clean - tainted)),
+            "in_test_duplicate_groups": sum(1 for g in clean - tainted if sizes[g] > 1),
+            "in_test_cross_label_images_dropped": sum(len(c["members"]) for c in dedup.conflicts),
+            "kept": int(keep.sum()),
+        },
+    )
 
 
 def _json_default(value: Any) -> Any:

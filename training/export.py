@@ -39,8 +39,9 @@ OUTPUT_NAME = "probabilities"
 def _serving_parts(model: keras.Model, temperature: float) -> tuple[keras.Model, keras.Model]:
     """(serving model: images -> calibrated probabilities, cam model: images -> [features, scaled logits])."""
     logits = model.get_layer(LOGITS_LAYER).output
-    scaled = keras.layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
-    probs = keras.layers.Softmax(name="calibrated_probabilities")(scaled)
+    # float32 whatever the global policy: under mixed_float16 the served probabilities would be float16
+    scaled = keras.layers.Rescaling(1.0 / float(temperature), name="temperature", dtype="float32")(logits)
+    probs = keras.layers.Softmax(name="calibrated_probabilities", dtype="float32")(scaled)
     serving = keras.Model(model.input, probs, name="serving")
     features = model.get_layer(FEATURE_LAYER).output
     cam_model = keras.Model(model.input, [features, scaled], name="gradcam")
@@ -76,7 +77,8 @@ def export_model(
             predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
             chosen = tf.where(class_index < 0, predicted, class_index)
             score = tf.gather(scaled_logits, chosen, batch_dims=1)
-        grads = tape.gradient(score, features)
+        grads = tf.cast(tape.gradient(score, features), tf.float32)  # features are float16 under mixed precision
+        features = tf.cast(features, tf.float32)
         weights = tf.reduce_mean(grads, axis=(1, 2))
         cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
         cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)

@@ -142,3 +142,20 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return float(math.exp(result.x))
+
+
+def calibration_split(labels: np.ndarray, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """Validation indices split in two halves, stratified by class and fixed by ``seed``: the first fits the
+    temperature, the second measures the result. Unstratified when a class has a single image; the same
+    indices twice when there are fewer than 4 images (nothing to hold out)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
+    if len(idx) < 4:
+        return idx, idx
+    try:
+        fit, held = train_test_split(idx, test_size=0.5, random_state=seed, stratify=labels)
+    except ValueError:  # a class with one image cannot be stratified
+        fit, held = train_test_split(idx, test_size=0.5, random_state=seed)
+    return np.sort(fit), np.sort(held)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,10 +87,9 @@ def hyperparameters_to_argv(hyperparameters: dict[str, object]) -> list[str]:
     return argv
 
 
-def run_training_job(env: SageMakerEnv) -> int:
-    """Run ``train`` under the SageMaker layout; write the failure file and return 1 on any error."""
-    from training.train import config_from_args, train
-
+def run_training_job(env: SageMakerEnv, train_argv: Callable[[list[str]], object]) -> int:
+    """Run ``train_argv`` (``train``'s options -> a trained model) under the SageMaker layout; write the failure
+    file and return 1 on any error. ``train`` passes itself in, so this module never imports it."""
     try:
         hp = json.loads(env.hyperparameters_file.read_text()) if env.hyperparameters_file.is_file() else {}
         if not isinstance(hp, dict):
@@ -115,10 +115,9 @@ def run_training_job(env: SageMakerEnv) -> int:
         if (env.root / "checkpoints" / "backup").is_dir() or (env.root / "checkpoints" / "phases").is_dir():
             argv.append("--resume")
         try:
-            config = config_from_args(argv + hyperparameters_to_argv(hp))
-        except SystemExit:
+            train_argv(argv + hyperparameters_to_argv(hp))
+        except SystemExit:  # argparse refused an option
             raise ValueError(f"invalid hyperparameters: {sorted(hp)}") from None
-        train(config)
         return 0
     except Exception as exc:  # the job must leave a reason whatever went wrong
         log.error("training failed:\n%s", traceback.format_exc())

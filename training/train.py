@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibrate",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fit temperature scaling on the validation split and build it into the export",
+        help="fit temperature scaling on a calibration half of the validation split (the other half measures "
+        "it) and build it into the export",
     )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     g = p.add_argument_group("augmentation (training data only)")
@@ -167,7 +168,8 @@ class PreparedData:
     train_labels: np.ndarray
     val_images: np.ndarray
     val_labels: np.ndarray
-    info: dict[str, Any]
+    info: dict[str, Any]  # counts, hashes and (for the training report only) file names
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)  # what made the images' pixels
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
@@ -178,19 +180,21 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     source = Path(config.data)
     if is_shard_dir(source):
         manifest = read_manifest(source)
-        if int(manifest["preprocessing"]["image_size"]) != config.image_size:
-            raise ValueError(
-                f"shards in {source} are {manifest['preprocessing']['image_size']} px; "
-                f"train with --image-size {manifest['preprocessing']['image_size']}"
-            )
         if manifest["classes"] != list(CLASSES):
             raise ValueError(f"shards in {source} have classes {manifest['classes']}, expected {list(CLASSES)}")
+        _check_shard_preprocessing(source, manifest["preprocessing"], config.preprocessing)
         tr_x, tr_y, _ = load_split(source, "train")
         va_x, va_y, _ = load_split(source, "val")
         kept = ("fingerprint", "deduplication", "skipped_files", "split", "test_twins")
         shard_info: dict[str, Any] = {k: manifest[k] for k in kept if k in manifest}
         shard_info["source"] = "tfrecord"
-        return PreparedData(tr_x, tr_y, va_x, va_y, shard_info)
+        shard_info["split_parameters"] = {
+            "seed": manifest.get("seed"),
+            "val_fraction": manifest.get("val_fraction"),
+            "near_threshold": manifest.get("near_threshold"),
+        }
+        preprocessing = PreprocessConfig.from_dict(manifest["preprocessing"])
+        return PreparedData(tr_x, tr_y, va_x, va_y, shard_info, preprocessing)
     samples, skipped = ds.scan_folder(source)
     loaded = ds.load_images(samples, config.preprocessing, skipped, progress=config.progress, desc="training data")
     dedup = ds.deduplicate(loaded, config.near_threshold)
@@ -200,6 +204,11 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     info: dict[str, Any] = {
         "source": "folder",
         "fingerprint": ds.fingerprint(samples),
+        "split_parameters": {
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "near_threshold": config.near_threshold,
+        },
         "deduplication": report,
         "skipped_files": [{"file": f, "reason": r} for f, r in loaded.skipped],
         "split": {
@@ -224,6 +233,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                 for c in range(NUM_CLASSES)
             },
             "files": [s.rel for s, t in zip(test.samples, twins, strict=True) if t],
+            "pixel_hashes": sorted({h for h, t in zip(test.pixel_hashes, twins, strict=True) if t}),
         }
     _log_data_counts(info, len(samples))
     split_file = Path(config.work_dir) / "split.json"
@@ -238,7 +248,25 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             indent=1,
         )
     )
-    return PreparedData(loaded.images[train_idx], labels[train_idx], loaded.images[val_idx], labels[val_idx], info)
+    return PreparedData(
+        loaded.images[train_idx], labels[train_idx], loaded.images[val_idx], labels[val_idx], info, config.preprocessing
+    )
+
+
+def _check_shard_preprocessing(source: Path, stored: dict[str, Any], wanted: PreprocessConfig) -> None:
+    """Refuse shards whose pixels were made another way than this run's options say (size, brain crop...)."""
+    asked = wanted.to_dict()
+    differ = sorted(k for k in set(stored) | set(asked) if stored.get(k) != asked.get(k))
+    if not differ:
+        return
+    made = PreprocessConfig.from_dict(stored)
+    flags = f"--image-size {made.image_size} {'--crop-brain' if made.crop_brain else '--no-crop-brain'}"
+    if set(differ) <= {"image_size", "crop_brain"}:
+        hint = f"train with {flags}"
+    else:  # no option of `train` can ask for it
+        hint = "run `mri-classifier prepare` again: training cannot reproduce their preprocessing"
+    details = ", ".join(f"{k} {stored.get(k)!r} (asked: {asked.get(k)!r})" for k in differ)
+    raise ValueError(f"shards in {source} were prepared with {details}; {hint}")
 
 
 def _per_class(labels: np.ndarray) -> dict[str, int]:
@@ -409,20 +437,38 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
     return model, history
 
 
-def validation_report(model: Any, data: PreparedData, batch_size: int, calibrate: bool) -> tuple[float, dict]:
-    """Fit the temperature on validation logits; return it and validation metrics before/after."""
+def validation_report(
+    model: Any, data: PreparedData, batch_size: int, calibrate: bool, seed: int = 42
+) -> tuple[float, dict]:
+    """Fit the temperature on one half of the validation split; measure before/after on the other half.
+
+    Both halves were seen by early stopping (which chose the epoch), so the accuracy is still mildly optimistic;
+    the calibration error is not: the temperature never saw the images it is measured on.
+    """
     import keras
 
-    from training.metrics import classification_metrics, fit_temperature, softmax
+    from training.metrics import calibration_split, classification_metrics, fit_temperature, softmax
     from training.model import LOGITS_LAYER
 
     logit_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
     logits = logit_model.predict(data.val_images.astype(np.float32), batch_size=batch_size, verbose=0)
-    temperature = fit_temperature(logits, data.val_labels) if calibrate else 1.0
-    before = classification_metrics(softmax(logits), data.val_labels)
-    after = classification_metrics(softmax(logits, temperature), data.val_labels)
+    logits = np.asarray(logits, dtype=np.float32)
+    fit_idx, held_idx = calibration_split(data.val_labels, seed)
+    held_out = not np.array_equal(fit_idx, held_idx)
+    temperature = fit_temperature(logits[fit_idx], data.val_labels[fit_idx]) if calibrate else 1.0
+    before = classification_metrics(softmax(logits[held_idx]), data.val_labels[held_idx])
+    after = classification_metrics(softmax(logits[held_idx], temperature), data.val_labels[held_idx])
     return temperature, {
-        "split": "validation (de-duplicated, 20% stratified, fixed seed)",
+        "split": "validation (de-duplicated, stratified, fixed seed)",
+        "epoch_chosen_on": f"the whole validation split (early stopping on val_loss, n={len(data.val_labels)})",
+        "temperature_fitted_on": f"calibration half of the validation split (stratified, seed {seed}, n={len(fit_idx)})"
+        if calibrate
+        else "not fitted (--no-calibrate)",
+        "metrics_measured_on": (
+            f"held-out half of the validation split (n={len(held_idx)}), not used to fit the temperature"
+            if held_out
+            else f"the whole validation split (n={len(held_idx)}): too small to hold a half out"
+        ),
         "temperature": temperature,
         "uncalibrated": before,
         "calibrated": after,
@@ -449,6 +495,7 @@ def train(config: TrainConfig) -> Path:
     """Run the whole job and return the exported version folder."""
     import keras
 
+    from training.data import without_file_names, write_data_report
     from training.export import export_model
 
     started = time.time()
@@ -462,10 +509,10 @@ def train(config: TrainConfig) -> Path:
     strategy = select_strategy()
     data = prepare_data(config)
     model, history = fit(config, data, strategy)
-    temperature, validation = validation_report(model, data, config.batch_size, config.calibrate)
+    temperature, validation = validation_report(model, data, config.batch_size, config.calibrate, config.seed)
     v = validation["calibrated"]
     log.info(
-        "validation: accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)",
+        "validation (held-out half): accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)",
         v["accuracy"],
         v["macro_f1"],
         validation["uncalibrated"]["ece_15"],
@@ -473,11 +520,14 @@ def train(config: TrainConfig) -> Path:
         temperature,
     )
     cfg = asdict(config)
+    size = data.preprocessing.image_size
+    report_dir = Path(config.report_dir or Path(config.work_dir) / "report")
+    write_data_report(report_dir, data.info)
     metadata = {
         "model_name": config.model_name,
         "classes": list(CLASSES),
-        "input": {"shape": [config.image_size, config.image_size, 3], "dtype": "float32", "range": [0, 255]},
-        "preprocessing": config.preprocessing.to_dict(),
+        "input": {"shape": [size, size, 3], "dtype": "float32", "range": [0, 255]},
+        "preprocessing": data.preprocessing.to_dict(),
         "architecture": {
             "backbone": config.backbone,
             "weights": config.weights,
@@ -489,7 +539,7 @@ def train(config: TrainConfig) -> Path:
             for k, v in cfg.items()
             if k not in ("data", "test", "model_dir", "work_dir", "report_dir", "resume", "progress")
         },
-        "data": data.info,
+        "data": without_file_names(data.info),
         "validation": validation,
         "history": history,
         "libraries": library_versions(),
@@ -503,7 +553,6 @@ def train(config: TrainConfig) -> Path:
     if config.test:
         from training.evaluate import evaluate
 
-        report_dir = Path(config.report_dir or Path(config.work_dir) / "report")
         evaluate(version_dir, Path(config.test), report_dir, progress=config.progress)
     return version_dir
 
@@ -519,7 +568,7 @@ def run(argv: list[str]) -> int:
     from training.sagemaker import SageMakerEnv, run_training_job
 
     if not argv and SageMakerEnv().is_training_job():
-        return run_training_job(SageMakerEnv())
+        return run_training_job(SageMakerEnv(), lambda options: train(config_from_args(options)))
     config = config_from_args(argv)
     version_dir = train(config)
     sys.stdout.write(json.dumps({"model": str(version_dir)}) + "\n")

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.classifier import find_version_dir
 from service.labels import CLASSES
 from service.preprocessing import PreprocessConfig
 from training import data as ds
 from training.cli import main
-from training.evaluate import predict_saved_model, resolve_version_dir
+from training.evaluate import predict_saved_model
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +166,7 @@ def test_evaluate_with_flip_tta_averages_image_and_mirror(trained, synthetic_dat
             return np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in csv.DictReader(fh)])
 
     plain, flipped = probabilities(tmp_path / "plain"), probabilities(tmp_path / "flip")
-    version_dir = resolve_version_dir(trained / "model")
+    version_dir = find_version_dir(trained / "model")
     config = PreprocessConfig.from_dict(json.loads((version_dir / "metadata.json").read_text())["preprocessing"])
     samples, skipped = ds.scan_folder(synthetic_dataset.test, require_all_classes=False)
     mirrored = predict_saved_model(version_dir, ds.load_images(samples, config, skipped, False).images[:, :, ::-1])
