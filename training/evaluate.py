@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from service.classifier import find_version_dir
 from service.labels import CLASSES
 from service.runtime import ModelLoadError
 from service.tta import TTA_MODES, predict_with_tta
+from service.versions import find_version_dir
 
 log = logging.getLogger("training.evaluate")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.classifier import find_version_dir
 from service.labels import CLASSES
 from service.preprocessing import PreprocessConfig
+from service.versions import find_version_dir
 from training import data as ds
 from training.cli import main
 from training.evaluate import predict_saved_model
