@@ -43,24 +43,27 @@ def test_the_recipe_is_the_shipped_models() -> None:
 def test_the_image_default_is_overridden_key_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The train image sets MRI_SM_DEFAULT_HYPERPARAMETERS to the recipe: a job's ``{"epochs": "1"}`` changes
     only the epochs; ``{}`` (SageMaker's, the Kubernetes component's default) trains the recipe."""
-    import training.train
     from training.sagemaker import SageMakerEnv, run_training_job
+    from training.train import config_from_args
 
     seen: list[Any] = []
-    monkeypatch.setattr(training.train, "train", seen.append)  # what would be trained, not a training run
+
+    def record(options: list[str]) -> None:  # what would be trained, not a training run
+        seen.append(config_from_args(options))
+
     root = tmp_path / "ml"
     (root / "input" / "data" / "train").mkdir(parents=True)
     (root / "input" / "config").mkdir(parents=True)
     for overrides in ({"epochs": "1"}, {}):
         (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(overrides))
         monkeypatch.setenv("MRI_SM_DEFAULT_HYPERPARAMETERS", str(RECIPE))
-        assert run_training_job(SageMakerEnv(root=root)) == 0
+        assert run_training_job(SageMakerEnv(root=root), record) == 0
     with_override, default = seen
     assert with_override.epochs == 1 and default.epochs == 16
     assert with_override.backbone == default.backbone == "efficientnet_lite0"
     assert default.weights == "/opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5"
     monkeypatch.delenv("MRI_SM_DEFAULT_HYPERPARAMETERS")
-    assert run_training_job(SageMakerEnv(root=root)) == 0
+    assert run_training_job(SageMakerEnv(root=root), record) == 0
     assert seen[-1].backbone != "efficientnet_lite0", "without the image's default, train's own defaults"
 
 

@@ -19,38 +19,21 @@ from service.classifier import Classifier
 from service.limits import ConcurrencyLimitMiddleware
 from tests.reliability import payloads
 from tests.service.conftest import make_settings
-
-
-class HeldClassifier(Classifier):
-    """The loaded tiny model, whose ``predict`` can be held, or slowed down once."""
-
-    def __init__(self, inner: Classifier) -> None:
-        super().__init__(inner.settings)
-        self.use(inner.model)
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.release.set()
-        self.delay_once = 0.0
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.release.wait(60)
-        delay, self.delay_once = self.delay_once, 0.0
-        time.sleep(delay)
-        return super().predict(images)
+from tests.service.held import Hold, held_classifier
 
 
 @pytest.fixture
-def held(tf_classifier: Classifier) -> HeldClassifier:
-    return HeldClassifier(tf_classifier)
+def held() -> Hold:
+    """The loaded tiny model's batches: held on request, or slowed down once."""
+    return Hold()
 
 
 @pytest.fixture
-def start(model_root: Path, held: HeldClassifier) -> Iterator[Callable[..., TestClient]]:
+def start(model_root: Path, tf_classifier: Classifier, held: Hold) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def _start(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(model_root, **overrides), held))
+        client = TestClient(create_app(make_settings(model_root, **overrides), held_classifier(tf_classifier, held)))
         clients.append(client.__enter__())
         return client
 
@@ -77,9 +60,7 @@ def limited_total(client: TestClient) -> float:
     return float(line.split()[-1])
 
 
-def test_over_the_concurrency_limit_answers_503_with_retry_after(
-    start: Callable[..., TestClient], held: HeldClassifier
-) -> None:
+def test_over_the_concurrency_limit_answers_503_with_retry_after(start: Callable[..., TestClient], held: Hold) -> None:
     client = start(max_concurrent_requests=2, retry_after_s=7)
     before = limited_total(client)
     held.release.clear()
@@ -106,7 +87,7 @@ def test_over_the_concurrency_limit_answers_503_with_retry_after(
 
 
 def test_a_request_over_its_deadline_gets_504_and_the_service_goes_on(
-    start: Callable[..., TestClient], held: HeldClassifier
+    start: Callable[..., TestClient], held: Hold
 ) -> None:
     client = start(request_timeout_s=0.5)
     held.delay_once = 2.0

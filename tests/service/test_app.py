@@ -2,51 +2,27 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from service import mime
-from service.classifier import Classifier
 from service.preprocessing import PreprocessConfig, preprocess
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, make_settings
+from tests.service.held import Hold, held_classifier
 
 CONFIG = PreprocessConfig(image_size=IMAGE_SIZE)
-
-
-class RecordingClassifier(Classifier):
-    """Serves an already-loaded model, records each batch size, and can be slowed down or held."""
-
-    def __init__(self, inner: Classifier, delay: float = 0.0) -> None:
-        super().__init__(inner.settings)
-        self.use(inner.model)
-        self.delay = delay
-        self.batches: list[int] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.release.set()
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.release.wait(30)
-        time.sleep(self.delay)
-        self.batches.append(len(images))
-        return super().predict(images)
-
-
-class FailingClassifier(RecordingClassifier):
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        raise RuntimeError("CUDA exploded at /opt/ml/model/1/variables")
 
 
 def test_concurrent_requests_are_batched_and_answered_to_the_right_request(
     open_client, model_root, tf_classifier, expected
 ):
-    classifier = RecordingClassifier(tf_classifier, delay=0.05)
-    client = open_client(make_settings(model_root, max_batch_size=4, max_wait_ms=20), classifier)
+    hold = Hold(delay=0.05)
+    client = open_client(
+        make_settings(model_root, max_batch_size=4, max_wait_ms=20), held_classifier(tf_classifier, hold)
+    )
     blobs = [images.jpeg(seed, cls=seed % 4) for seed in range(100, 116)]
     reference = expected(np.stack([preprocess(b, CONFIG) for b in blobs]))
     assert set(np.argmax(reference, axis=1)) == {0, 1, 2, 3}  # different images, different known answers
@@ -61,16 +37,16 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_request(
         answers = list(pool.map(ask, range(len(blobs))))
     for index, answer in enumerate(answers):
         assert np.allclose(answer, reference[index], atol=1e-5), index
-    assert sum(classifier.batches) == len(blobs)
-    assert max(classifier.batches) > 1, classifier.batches
-    assert max(classifier.batches) <= 4
+    assert sum(hold.batches) == len(blobs)
+    assert max(hold.batches) > 1, hold.batches
+    assert max(hold.batches) <= 4
 
 
 def test_full_queue_answers_503_with_retry_after_at_once(open_client, model_root, tf_classifier):
-    classifier = RecordingClassifier(tf_classifier)
-    classifier.release.clear()
+    hold = Hold()
+    hold.release.clear()
     settings = make_settings(model_root, max_batch_size=1, max_queue_size=2, max_images_per_request=1, retry_after_s=3)
-    client = open_client(settings, classifier)
+    client = open_client(settings, held_classifier(tf_classifier, hold))
     batcher = client.app.state.batcher
     jpeg = images.jpeg(1)
 
@@ -79,7 +55,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(open_client, model_root
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         first = pool.submit(ask)
-        assert classifier.entered.wait(30)  # the worker holds request 1
+        assert hold.entered.wait(30)  # the worker holds request 1
         queued = [pool.submit(ask), pool.submit(ask)]
         deadline = time.monotonic() + 30
         while batcher.depth < 2 and time.monotonic() < deadline:
@@ -90,7 +66,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(open_client, model_root
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "3"
         assert response.json() == {"error": "server busy: the inference queue is full; retry later"}
-        classifier.release.set()
+        hold.release.set()
         assert first.result(30) == 200
         assert [f.result(30) for f in queued] == [200, 200]
     assert ask() == 200  # and the service keeps serving
@@ -99,7 +75,8 @@ def test_full_queue_answers_503_with_retry_after_at_once(open_client, model_root
 
 
 def test_unexpected_errors_are_500_with_a_safe_body(open_client, model_root, tf_classifier, caplog):
-    client = open_client(make_settings(model_root), FailingClassifier(tf_classifier), raise_server_exceptions=False)
+    failing = held_classifier(tf_classifier, Hold(failure="CUDA exploded at /opt/ml/model/1/variables"))
+    client = open_client(make_settings(model_root), failing, raise_server_exceptions=False)
     response = client.post("/predict", files={"file": ("x.jpg", images.jpeg(1), "image/jpeg")})
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error"}
