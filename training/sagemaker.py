@@ -85,6 +85,7 @@ def hyperparameters_to_argv(hyperparameters: dict[str, object]) -> list[str]:
 
 def run_training_job(env: SageMakerEnv) -> int:
     """Run ``train`` under the SageMaker layout; write the failure file and return 1 on any error."""
+    from training.cluster import configure_sagemaker_cluster
     from training.train import config_from_args, train
 
     try:
@@ -113,6 +114,7 @@ def run_training_job(env: SageMakerEnv) -> int:
             config = config_from_args(argv + hyperparameters_to_argv(hp))
         except SystemExit:
             raise ValueError(f"invalid hyperparameters: {sorted(hp)}") from None
+        configure_sagemaker_cluster(env.root)  # a job with several instances: TF_CONFIG from its hosts
         train(config)
         return 0
     except Exception as exc:  # the job must leave a reason whatever went wrong
