@@ -1,4 +1,4 @@
-"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``serve`` and ``sagemaker``.
+"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``predict``, ``serve`` and ``sagemaker``.
 
 ``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
 entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": ("training.train", "Train, calibrate and export a model (SageMaker `train` contract too)."),
         "evaluate": ("training.evaluate", "Evaluate an exported model on a test folder and write a report."),
         "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
+        "predict": ("training.predict", "Score image files and folders into a CSV, without a server."),
         "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
         "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
     }
