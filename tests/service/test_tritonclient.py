@@ -88,7 +88,12 @@ def test_tritonclient_against_a_real_server(triton_client, tf_classifier):
     assert probs.dtype == np.float32 and probs.shape == (3, 4)
     assert np.abs(probs - reference).max() <= TOLERANCE
     assert result.as_numpy("warning").dtype == np.bool_ and result.get_response()["id"] == "uint8-batch"
-    print("UINT8 [3,48,48,3] -> probabilities:", np.round(probs.astype(float), 4).tolist(), "warning:", result.as_numpy("warning"))
+    print(
+        "UINT8 [3,48,48,3] -> probabilities:",
+        np.round(probs.astype(float), 4).tolist(),
+        "warning:",
+        result.as_numpy("warning"),
+    )
 
     # FP32 pixels, sent as JSON (binary_data=False), answered as JSON.
     fp32 = triton.InferInput("images", list(batch[:1].shape), "FP32")
