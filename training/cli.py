@@ -1,5 +1,5 @@
-"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``serve``, ``sagemaker`` and
-``fetch-model``; ``--version`` prints the installed version.
+"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``predict``, ``serve``, ``sagemaker``
+and ``fetch-model``; ``--version`` prints the installed version.
 
 ``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
 entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": ("training.train", "Train, calibrate and export a model (SageMaker `train` contract too)."),
         "evaluate": ("training.evaluate", "Evaluate an exported model on a test folder and write a report."),
         "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
+        "predict": ("training.predict", "Score image files and folders into a CSV, without a server."),
         "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
         "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
         "fetch-model": ("service.fetch_model", "Download a model (s3:// or https://) into a folder."),

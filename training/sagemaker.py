@@ -20,6 +20,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training.cluster import configure_sagemaker_cluster
+
 log = logging.getLogger("training.sagemaker")
 
 TF_CONFIG_VAR = "TF_CONFIG"
@@ -114,6 +116,7 @@ def run_training_job(env: SageMakerEnv, train_argv: Callable[[list[str]], object
             argv += ["--test", str(env.channel("test"))]
         if (env.root / "checkpoints" / "backup").is_dir() or (env.root / "checkpoints" / "phases").is_dir():
             argv.append("--resume")
+        configure_sagemaker_cluster(env.root)  # a job with several instances: TF_CONFIG from its hosts
         try:
             train_argv(argv + hyperparameters_to_argv(hp))
         except SystemExit:  # argparse refused an option

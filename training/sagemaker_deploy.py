@@ -1,4 +1,5 @@
-"""``mri-classifier sagemaker``: package a model for SageMaker, deploy an endpoint, invoke it, delete it.
+"""``mri-classifier sagemaker``: package a model for SageMaker, deploy an endpoint, invoke it, delete it, and
+run Batch Transform jobs.
 
 * ``package``: ``<model_dir>/<version>/`` -> a reproducible ``model.tar.gz`` holding ``<version>/...``,
   which SageMaker unpacks into ``/opt/ml/model`` (the service's default model folder); ``--upload s3://...``
@@ -8,6 +9,10 @@
   already be in ECR and the model data in S3.
 * ``invoke``: sends one image (JPEG, PNG or DICOM bytes, as the service accepts them) and prints the answer.
 * ``delete``: removes the endpoint, its configuration and its model.
+* ``transform``: starts a Batch Transform job over an S3 prefix of images (one request per file, the same
+  ``/invocations`` as an endpoint); each answer lands beside the others as ``<file>.out`` under ``--output``.
+  It uses an existing model (``--model-name``, e.g. the one ``deploy`` made) or creates one from
+  ``--image-uri``, ``--model-data`` and ``--role-arn``.
 
 Needs ``boto3`` (``pip install 'mri-classifier[aws]'``) and AWS credentials from the usual chain.
 """
@@ -265,6 +270,81 @@ def invoke(
     return str(answer.get("ContentType", "")), answer["Body"].read()
 
 
+# --------------------------------------------------------------------------------------------------- transform
+@dataclasses.dataclass(frozen=True)
+class TransformSpec:
+    """A Batch Transform job over a prefix of image files; validated on construction."""
+
+    job_name: str
+    input_uri: str
+    output_uri: str
+    model_name: str | None = None
+    image_uri: str | None = None
+    model_data: str | None = None
+    role_arn: str | None = None
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    content_type: str = "application/x-image"
+    max_concurrent: int = 0
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.job_name):
+            raise DeployError(f"invalid job name {self.job_name!r}: letters, digits, hyphens, ≤ 63")
+        split_s3_uri(self.input_uri)
+        split_s3_uri(self.output_uri)
+        if self.model_name is None:
+            if not (self.image_uri and self.model_data and self.role_arn):
+                raise DeployError("give --model-name, or --image-uri, --model-data and --role-arn to create one")
+            DeploySpec(self.job_name, self.image_uri, self.model_data, self.role_arn)  # the same checks as deploy
+        elif not _NAME_RE.match(self.model_name):
+            raise DeployError(f"invalid model name {self.model_name!r}")
+        if self.instance_count < 1:
+            raise DeployError("--instance-count must be at least 1")
+        if not self.instance_type.startswith("ml."):
+            raise DeployError(f"invalid instance type {self.instance_type!r} (SageMaker types start with ml.)")
+        if self.content_type not in CONTENT_TYPES.values() and self.content_type != "application/x-image":
+            raise DeployError(f"unsupported content type {self.content_type!r}")
+
+
+def transform(sm: Any, spec: TransformSpec, wait: bool = False) -> dict[str, str]:
+    """Start the Batch Transform job (creating its model first when asked); returns its name, model and status.
+
+    Every object under the input prefix is one request (``SplitType=None``, ``BatchStrategy=SingleRecord``)
+    within the real-time payload limit; the answers are the service's JSON, one ``.out`` file per image."""
+    model_name = spec.model_name
+    if model_name is None:
+        assert spec.image_uri and spec.model_data and spec.role_arn
+        container: dict[str, Any] = {"Image": spec.image_uri, "ModelDataUrl": spec.model_data, "Mode": "SingleModel"}
+        if spec.environment:
+            container["Environment"] = dict(spec.environment)
+        sm.create_model(ModelName=spec.job_name, PrimaryContainer=container, ExecutionRoleArn=spec.role_arn)
+        model_name = spec.job_name
+    request: dict[str, Any] = {
+        "TransformJobName": spec.job_name,
+        "ModelName": model_name,
+        "MaxPayloadInMB": PAYLOAD_LIMIT_BYTES // (1024 * 1024),
+        "BatchStrategy": "SingleRecord",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": spec.input_uri}},
+            "ContentType": spec.content_type,
+            "CompressionType": "None",
+            "SplitType": "None",
+        },
+        "TransformOutput": {"S3OutputPath": spec.output_uri, "Accept": "application/json", "AssembleWith": "None"},
+        "TransformResources": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count},
+    }
+    if spec.max_concurrent:
+        request["MaxConcurrentTransforms"] = spec.max_concurrent
+    if spec.environment and spec.model_name is not None:
+        request["Environment"] = dict(spec.environment)
+    sm.create_transform_job(**request)
+    if wait:
+        sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName=spec.job_name)
+    status = sm.describe_transform_job(TransformJobName=spec.job_name)["TransformJobStatus"]
+    return {"job": spec.job_name, "model": model_name, "output": spec.output_uri, "status": status}
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 def _parse_env(pairs: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
@@ -308,6 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("delete", help="delete an endpoint with its configuration and model")
     x.add_argument("--endpoint-name", required=True)
+
+    t = sub.add_parser("transform", help="start a Batch Transform job over an S3 prefix of images")
+    t.add_argument("--job-name", required=True)
+    t.add_argument("--input", required=True, help="s3://bucket/prefix/ holding the images (JPEG, PNG, DICOM)")
+    t.add_argument("--output", required=True, help="s3://bucket/prefix/ for the answers (<file>.out)")
+    t.add_argument("--model-name", help="an existing SageMaker model (e.g. the one `deploy` created)")
+    t.add_argument("--image-uri", help="with --model-data and --role-arn: create the model")
+    t.add_argument("--model-data", help="s3://.../model.tar.gz made by `package`")
+    t.add_argument("--role-arn")
+    t.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    t.add_argument("--instance-count", type=int, default=1)
+    t.add_argument("--content-type", default="application/x-image", help="sent with every image (sniffed anyway)")
+    t.add_argument("--max-concurrent", type=int, default=0, help="requests in flight per instance (0: SageMaker's)")
+    t.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="container environment")
+    t.add_argument("--wait", action="store_true", help="wait until the job has completed or stopped")
     return parser
 
 
@@ -359,6 +454,22 @@ def _execute(args: argparse.Namespace) -> dict[str, Any]:
             return {"content_type": content_type, "answer": json.loads(body)}
         except ValueError:
             return {"content_type": content_type, "answer": body.decode("utf-8", "replace")}
+    if args.command == "transform":
+        tspec = TransformSpec(
+            job_name=args.job_name,
+            input_uri=args.input,
+            output_uri=args.output,
+            model_name=args.model_name,
+            image_uri=args.image_uri,
+            model_data=args.model_data,
+            role_arn=args.role_arn,
+            instance_type=args.instance_type,
+            instance_count=args.instance_count,
+            content_type=args.content_type,
+            max_concurrent=args.max_concurrent,
+            environment=_parse_env(args.env),
+        )
+        return transform(_client("sagemaker", args.region), tspec, wait=args.wait)
     return delete(_client("sagemaker", args.region), args.endpoint_name)
 
 

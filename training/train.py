@@ -150,6 +150,9 @@ def select_strategy(force_mirrored: bool = False) -> Any:
     from training.sagemaker import tf_config_present
 
     if tf_config_present():
+        from training.cluster import patch_keras_multi_worker
+
+        patch_keras_multi_worker()  # Keras 3's fit cannot run multi-worker without it (keras-team/keras#20585)
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
@@ -495,6 +498,7 @@ def train(config: TrainConfig) -> Path:
     """Run the whole job and return the exported version folder."""
     import keras
 
+    from training import cluster
     from training.data import without_file_names, write_data_report
     from training.export import export_model
 
@@ -548,9 +552,10 @@ def train(config: TrainConfig) -> Path:
         "strategy": type(strategy).__name__,
         "intended_use": "research and decision-support demonstration; not a diagnostic device",
     }
-    version_dir = export_model(model, config.model_dir, metadata, temperature=temperature)
+    with cluster.export_dir(config.model_dir) as model_dir:  # several workers: only the chief's export is kept
+        version_dir = export_model(model, model_dir, metadata, temperature=temperature)
     log.info("exported %s", version_dir)
-    if config.test:
+    if config.test and cluster.is_chief():
         from training.evaluate import evaluate
 
         evaluate(version_dir, Path(config.test), report_dir, progress=config.progress)

@@ -298,3 +298,84 @@ def test_delete_removes_endpoint_config_and_model(aws: None, capsys: pytest.Capt
     assert sm.list_endpoints()["Endpoints"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     assert sm.list_models()["Models"] == []
+
+
+# ------------------------------------------------------------------------------------------------ transform
+def transform_args(*extra: str) -> list[str]:
+    return [
+        "transform",
+        "--job-name",
+        "mri-scans-2026-01",
+        "--input",
+        "s3://mri-scans/incoming/",
+        "--output",
+        "s3://mri-scans/predictions/",
+        *extra,
+    ]
+
+
+def test_transform_creates_the_model_and_a_job_over_the_prefix(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = ("--image-uri", IMAGE, "--model-data", MODEL_DATA, "--role-arn", ROLE, "--env", "MRI_MAX_BATCH_SIZE=16")
+    code, out, err = run_cli(capsys, *transform_args(*extra, "--instance-count", "2", "--wait"))
+    assert code == 0, err
+    assert out == {
+        "job": "mri-scans-2026-01",
+        "model": "mri-scans-2026-01",
+        "output": "s3://mri-scans/predictions/",
+        "status": "Completed",
+    }
+    sm = boto3.client("sagemaker", region_name=REGION)
+    model = sm.describe_model(ModelName="mri-scans-2026-01")
+    assert model["PrimaryContainer"]["Image"] == IMAGE and model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA
+    assert model["PrimaryContainer"]["Environment"] == {"MRI_MAX_BATCH_SIZE": "16"}
+    job = sm.describe_transform_job(TransformJobName="mri-scans-2026-01")
+    source = job["TransformInput"]["DataSource"]["S3DataSource"]
+    assert source == {"S3DataType": "S3Prefix", "S3Uri": "s3://mri-scans/incoming/"}
+    # One image per request, as /invocations takes it; answers as JSON, one .out file per image.
+    assert job["TransformInput"]["SplitType"] == "None" and job["BatchStrategy"] == "SingleRecord"
+    assert job["TransformInput"]["ContentType"] == "application/x-image"
+    assert job["TransformOutput"] == {
+        "S3OutputPath": "s3://mri-scans/predictions/",
+        "Accept": "application/json",
+        "AssembleWith": "None",
+    }
+    assert job["MaxPayloadInMB"] == 6
+    assert job["TransformResources"] == {"InstanceType": sd.DEFAULT_INSTANCE_TYPE, "InstanceCount": 2}
+
+
+def test_transform_with_the_model_deploy_made(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, deployed, _ = run_cli(capsys, *deploy_args())
+    assert code == 0
+    code, out, err = run_cli(capsys, *transform_args("--model-name", deployed["model"], "--content-type", "image/png"))
+    assert code == 0, err
+    assert out["model"] == deployed["model"]
+    sm = boto3.client("sagemaker", region_name=REGION)
+    job = sm.describe_transform_job(TransformJobName="mri-scans-2026-01")
+    assert job["ModelName"] == deployed["model"] and job["TransformInput"]["ContentType"] == "image/png"
+    assert len(sm.list_models()["Models"]) == 1, "no second model is created"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "give --model-name"),
+        (("--image-uri", IMAGE, "--model-data", MODEL_DATA, "--role-arn", "nope"), "invalid execution role ARN"),
+        (("--model-name", "m", "--input", "mri-scans/incoming/"), "not an S3 URI"),
+        (("--model-name", "m", "--instance-type", "c5.xlarge"), "start with ml."),
+        (("--model-name", "m", "--content-type", "text/csv"), "unsupported content type"),
+        (("--model-name", "bad_name!"), "invalid model name"),
+    ],
+)
+def test_transform_refuses_bad_arguments_before_calling_aws(
+    aws: None, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], message: str
+) -> None:
+    args = transform_args()
+    extra_list = list(extra)
+    if "--input" in extra_list:
+        position = extra_list.index("--input")
+        args[args.index("--input") + 1] = extra_list[position + 1]
+        del extra_list[position : position + 2]
+    code, out, err = run_cli(capsys, *args, *extra_list)
+    assert code == 1 and out is None and message in err
+    sm = boto3.client("sagemaker", region_name=REGION)
+    assert sm.list_transform_jobs()["TransformJobSummaries"] == [] and sm.list_models()["Models"] == []

@@ -1,0 +1,155 @@
+"""The Open Inference Protocol (KServe V2) REST API, beside the other routes and on the same decode -> predict ->
+encode path: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]``
+(metadata), ``.../ready`` and ``POST .../infer`` (see :mod:`service.oip` for the tensors and extensions).
+Errors are ``{"error": reason}`` with a 4xx (503 while the model is not ready), as the protocol specifies.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from service import mime, oip, ood
+from service.batching import Batcher
+from service.classifier import Classifier, LoadedModel
+from service.config import Settings
+from service.deps import BatcherDep, ClassifierDep, SettingsDep
+from service.errors import NotFoundError
+from service.schemas import ERROR_RESPONSES, NOT_FOUND_RESPONSE
+from service.uploads import read_body
+
+router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {503: ERROR_RESPONSES[503]}
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            mime.JSON: {
+                "schema": {"type": "object"},
+                "example": {
+                    "inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["<base64 JPEG>"]}],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}],
+                },
+            },
+            mime.OCTET_STREAM: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"JSON header then binary tensor data; send {oip.HEADER_LENGTH}.",
+            },
+        },
+    }
+}
+
+
+@router.get("", response_model=oip.ServerMetadata, summary="Server metadata (Open Inference Protocol)")
+async def server_metadata(request: Request) -> oip.ServerMetadata:
+    return oip.ServerMetadata(name="mri-classifier", version=request.app.version, extensions=list(oip.EXTENSIONS))
+
+
+@router.get("/health/live", summary="Server live: the process answers (no inference)")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", responses=_NOT_READY, summary="Server ready: 200 only when the model is loaded and warm")
+async def server_ready(classifier: ClassifierDep) -> JSONResponse:
+    return JSONResponse({"ready": classifier.ready}, status_code=200 if classifier.ready else 503)
+
+
+def _model(classifier: Classifier, name: str, version: str | None) -> LoadedModel:
+    """The served model (503 while it loads), or a 404 for another name or version."""
+    model = classifier.model
+    if name != model.info.name:
+        raise NotFoundError(f"unknown model {name!r}; this server serves {model.info.name!r}")
+    if version is not None and version != str(model.info.version):
+        raise NotFoundError(f"model {name!r} has no version {version!r}; it serves version {model.info.version}")
+    return model
+
+
+@router.get(
+    "/models/{name}",
+    response_model=oip.ModelMetadata,
+    responses={**_NOT_READY, **NOT_FOUND_RESPONSE},
+    summary="Model metadata",
+)
+async def model_metadata(name: str, classifier: ClassifierDep) -> oip.ModelMetadata:
+    return oip.model_metadata(_model(classifier, name, None).info)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=oip.ModelMetadata,
+    responses={**_NOT_READY, **NOT_FOUND_RESPONSE},
+    summary="Model version metadata",
+)
+async def version_metadata(name: str, version: str, classifier: ClassifierDep) -> oip.ModelMetadata:
+    return oip.model_metadata(_model(classifier, name, version).info)
+
+
+@router.get("/models/{name}/ready", responses={**_NOT_READY, **NOT_FOUND_RESPONSE}, summary="Model ready")
+async def model_ready(name: str, classifier: ClassifierDep) -> dict[str, Any]:
+    return {"name": _model(classifier, name, None).info.name, "ready": True}
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    responses={**_NOT_READY, **NOT_FOUND_RESPONSE},
+    summary="Model version ready",
+)
+async def version_ready(name: str, version: str, classifier: ClassifierDep) -> dict[str, Any]:
+    return {"name": _model(classifier, name, version).info.name, "ready": True}
+
+
+async def _infer(
+    request: Request, name: str, version: str | None, settings: Settings, classifier: Classifier, batcher: Batcher
+) -> Response:
+    model = _model(classifier, name, version)
+    body = await read_body(request, settings.max_body_bytes)
+    parsed = await run_in_threadpool(
+        oip.parse_request,
+        body,
+        request.headers.get(oip.HEADER_LENGTH),
+        settings.max_images_per_request,
+        settings.max_pixels,
+    )
+    decode = partial(oip.decode, parsed, model.preprocess, settings.max_pixels)
+    _, probs, checks = await ood.classify_checked(
+        batcher, parsed.count, decode, ood.thresholds(model.metadata, settings)
+    )
+    head, tail = oip.encode(probs, checks, model.info, parsed)
+    if tail is None:
+        return Response(head, media_type=mime.JSON)
+    return Response(head + tail, media_type=mime.OCTET_STREAM, headers={oip.HEADER_LENGTH: str(len(head))})
+
+
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **NOT_FOUND_RESPONSE}
+
+
+@router.post(
+    "/models/{name}/infer",
+    response_model=oip.InferenceResponse,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+    summary="Inference (latest version)",
+)
+async def infer(
+    name: str, request: Request, settings: SettingsDep, classifier: ClassifierDep, batcher: BatcherDep
+) -> Response:
+    return await _infer(request, name, None, settings, classifier, batcher)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=oip.InferenceResponse,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+    summary="Inference (a specific version)",
+)
+async def infer_version(
+    name: str, version: str, request: Request, settings: SettingsDep, classifier: ClassifierDep, batcher: BatcherDep
+) -> Response:
+    return await _infer(request, name, version, settings, classifier, batcher)

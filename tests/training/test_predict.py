@@ -1,0 +1,79 @@
+"""``mri-classifier predict``: files and folders scored into a CSV through the service's own model loading,
+preprocessing and runtime (the tiny model of the service tests)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.classifier import load_model
+from service.labels import CLASSES
+from service.preprocessing import preprocess
+from tests.service import conftest as service_fixtures
+from tests.service import images
+from tests.service.conftest import make_settings
+from training.cli import main
+
+model_root = service_fixtures.model_root  # the session's tiny model, shared with the service tests
+
+
+def _read(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as fh:
+        return {Path(row["file"]).name: row for row in csv.DictReader(fh)}
+
+
+@pytest.fixture
+def scans(tmp_path: Path) -> Path:
+    folder = tmp_path / "scans"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(images.jpeg(20))
+    (folder / "b.png").write_bytes(images.png_variants()["gray16"])
+    (folder / "nested" / "c.dcm").write_bytes(images.dicom())
+    (folder / "nested" / "photo.png").write_bytes(images.encode(np.full((64, 64, 3), (200, 30, 30), np.uint8), "PNG"))
+    (folder / "broken.jpg").write_bytes(images.jpeg(21)[:200])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0\0")
+    return folder
+
+
+def test_predict_scores_every_file_like_the_service(
+    tmp_path: Path, scans: Path, model_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out" / "predictions.csv"
+    extra = tmp_path / "extra.jpg"
+    extra.write_bytes(images.jpeg(22))
+    argv = ["predict", str(scans), str(extra), str(tmp_path / "missing.png"), "--out", str(out)]
+    code = main(
+        [*argv, "--model-dir", str(model_root), "--runtime", "tensorflow", "--batch-size", "2", "--no-progress"]
+    )
+    assert code == 0
+    assert "5 scored, 3 skipped" in capsys.readouterr().err
+    rows = _read(out)
+    assert set(rows) == {"a.jpg", "b.png", "c.dcm", "photo.png", "broken.jpg", "notes.txt", "extra.jpg", "missing.png"}
+    model = load_model(make_settings(model_root))
+    for name, path in [("a.jpg", scans / "a.jpg"), ("c.dcm", scans / "nested" / "c.dcm"), ("extra.jpg", extra)]:
+        reference = model.predict(preprocess(path.read_bytes(), model.preprocess)[None])[0]
+        got = np.array([float(rows[name][f"p_{c}"]) for c in CLASSES])
+        assert np.allclose(got, reference, atol=1e-5), name
+        assert rows[name]["label"] == CLASSES[int(np.argmax(reference))] and rows[name]["skipped"] == ""
+    assert rows["photo.png"]["likely_mri"] == "False" and "colour_image" in rows["photo.png"]["reasons"]
+    assert rows["a.jpg"]["likely_mri"] == "True"
+    assert "could not decode" in rows["broken.jpg"]["skipped"] and rows["broken.jpg"]["label"] == ""
+    assert "not a JPEG, PNG or DICOM" in rows["notes.txt"]["skipped"]
+    assert rows["missing.png"]["skipped"] == "no such file or folder"
+
+
+def test_predict_fails_only_when_nothing_was_scored(
+    tmp_path: Path, model_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnothing")
+    out = tmp_path / "p.csv"
+    code = main(["predict", str(bad), "--out", str(out), "--model-dir", str(model_root), "--no-progress"])
+    assert code == 1 and "0 scored, 1 skipped" in capsys.readouterr().err
+    assert _read(out)["bad.png"]["skipped"].startswith("could not decode")
+    code = main(["predict", str(bad), "--out", str(out), "--model-dir", str(tmp_path / "none"), "--no-progress"])
+    assert code == 1 and "model not loaded" in capsys.readouterr().err
