@@ -109,7 +109,7 @@ def test_sagemaker_hosts_from_the_resource_config_or_the_toolkit_variables(tmp_p
     resource = {"current_host": "algo-1", "hosts": ["algo-1", "algo-2", "algo-3"], "network_interface_name": "eth0"}
     (tmp_path / "input" / "config" / "resourceconfig.json").write_text(json.dumps(resource))
     assert cluster.sagemaker_hosts(tmp_path) == (["algo-1", "algo-2", "algo-3"], "algo-1"), "the platform's file wins"
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # not set (empty), and restored to what it was after the test
     monkeypatch.setenv("MRI_CLUSTER_PORT", "7777")
     config = cluster.configure_sagemaker_cluster(tmp_path)
     assert config is not None and json.loads(os.environ["TF_CONFIG"]) == config
