@@ -186,9 +186,9 @@ def tfserving_instances(payload: Any, max_images: int) -> tuple[list[Any], str]:
 
 def pixels_to_rgb(instance: Any, index: int, max_pixels: int) -> np.ndarray:
     """A height x width x 3 array of pixel values in [0, 255] -> uint8 RGB (422 for anything else)."""
-    if isinstance(instance, list) and instance and isinstance(instance[0], list):  # before building an array
-        if len(instance) * len(instance[0]) > max_pixels:
-            raise PayloadTooLargeError(f"instance {index} is over the limit of {max_pixels} pixels")
+    rows = instance if isinstance(instance, list) and instance and isinstance(instance[0], list) else None
+    if rows is not None and len(rows) * len(rows[0]) > max_pixels:  # before building an array
+        raise PayloadTooLargeError(f"instance {index} is over the limit of {max_pixels} pixels")
     try:
         array = np.asarray(instance, dtype=np.float64)
     except OverflowError:  # an integer too large for a float (JSON allows 4300 digits)

@@ -28,10 +28,11 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from service.errors import BadImageError, PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError
 from service.pixels import decode_budget_bytes, decoded_bytes, gray_to_rgb, window_to_uint8
 
-_PYDICOM_LOG = logging.getLogger("pydicom")
-#: Modules whose warnings are dropped: pydicom's own, and this one (pydicom attributes some of its warnings
-#: to the caller with ``stacklevel``).
-_QUIET_MODULES = (r"pydicom(\.|$)", r"service\.dicom$")
+#: Loggers silenced and detached from the root logger: pydicom's, and highdicom's (DICOM results).
+_QUIET_LOGGERS = tuple(logging.getLogger(name) for name in ("pydicom", "highdicom"))
+#: Modules whose warnings are dropped: pydicom's and highdicom's, and this one (pydicom attributes some of
+#: its warnings to the caller with ``stacklevel``).
+_QUIET_MODULES = (r"pydicom(\.|$)", r"highdicom(\.|$)", r"service\.dicom$")
 
 
 def _filters_in_front() -> bool:
@@ -43,12 +44,14 @@ def _filters_in_front() -> bool:
 
 
 def quiet_pydicom() -> None:
-    """Configure pydicom to say nothing: set at import; cheap to call again (each decode does)."""
+    """Configure pydicom (and highdicom) to say nothing: set at import; cheap to call again, as each decode
+    does, and anything else that reads or writes DICOM should."""
     if pydicom_config.settings.reading_validation_mode != pydicom_config.IGNORE:
         pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    if _PYDICOM_LOG.level <= logging.CRITICAL or _PYDICOM_LOG.propagate:
-        _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
-        _PYDICOM_LOG.propagate = False
+    for logger in _QUIET_LOGGERS:
+        if logger.level <= logging.CRITICAL or logger.propagate:
+            logger.setLevel(logging.CRITICAL + 1)
+            logger.propagate = False
     if not _filters_in_front():
         for module in reversed(_QUIET_MODULES):
             warnings.filterwarnings("ignore", module=module)
