@@ -229,7 +229,6 @@ def test_a_json_body_of_empty_arrays_is_refused_before_it_is_built(start: Callab
     assert upload(client).status_code == 200
 
 
-@pytest.mark.slow
 def test_probes_answer_while_a_large_json_pixel_batch_is_parsed(start: Callable[..., TestClient]) -> None:
     """Regression: a valid 9 MB pixel array held the GIL in ``json.loads`` and then in ``np.asarray`` for
     seconds each (a worker thread does not help when C code never lets go of the GIL)."""
