@@ -40,9 +40,9 @@ def decode_files(files: Sequence[bytes], config: PreprocessConfig, max_pixels: i
 JSON_SLACK = 1024
 
 
-def check_json_shape(body: bytes, max_images: int) -> None:
+def check_json_shape(body: bytes, max_images: int = 0) -> None:
     """Refuse, from byte counts alone and before any object is built, a JSON body that cannot be a batch of
-    at most ``max_images`` instances (413).
+    at most ``max_images`` instances (plus ``JSON_SLACK``) (413).
 
     A pixel instance of H x W x 3 values (W >= ``MIN_SIDE``) holds 1 + H + H*W arrays and 3*H*W - 1 commas:
     at most 3/8 of an array per comma; a ``{"b64": ...}`` instance holds two objects and three strings. A body
@@ -52,9 +52,9 @@ def check_json_shape(body: bytes, max_images: int) -> None:
     """
     containers = body.count(b"[") + body.count(b"{")
     if containers > 3 * body.count(b",") // 8 + 4 * max_images + JSON_SLACK:
-        raise PayloadTooLargeError(f"JSON body holds more arrays than a batch of {max_images} pixel arrays can")
+        raise PayloadTooLargeError("JSON body has more arrays or objects than a batch of images can hold")
     if body.count(b'"') // 2 > 3 * max_images + 4 + JSON_SLACK:
-        raise PayloadTooLargeError(f"JSON body holds more strings than a batch of {max_images} instances can")
+        raise PayloadTooLargeError("JSON body has more strings than a batch of images can hold")
 
 
 def _int(text: str) -> int:
@@ -68,8 +68,8 @@ def _float(text: str) -> float:
     return float(text)
 
 
-def parse_json(body: bytes, max_images: int) -> Any:
-    """Parse a JSON request body (400 when it is not JSON, 422 when it cannot be a batch of ``max_images``).
+def parse_json(body: bytes, max_images: int = 0) -> Any:
+    """Parse a JSON request body (400 when it is not JSON, 413 when it cannot be a batch of ``max_images``).
 
     Run it in a worker thread: after :func:`check_json_shape`, the parser passes through Python code at least
     once per few arrays, so the event loop keeps answering while a large pixel batch is parsed.

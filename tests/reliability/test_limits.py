@@ -225,7 +225,7 @@ def test_a_json_body_of_empty_arrays_is_refused_before_it_is_built(start: Callab
     assert max(latencies) < PROBE_BOUND_S, sorted(latencies)[-5:]
     assert peak < 6 * len(body), peak  # the body and its copies on the way in; no object per array
     assert response.status_code == 413
-    assert response.json() == {"error": "JSON body holds more arrays than a batch of 8 pixel arrays can"}
+    assert response.json() == {"error": "JSON body has more arrays or objects than a batch of images can hold"}
     assert upload(client).status_code == 200
 
 

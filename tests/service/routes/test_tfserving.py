@@ -88,7 +88,7 @@ def test_the_json_pre_scan_lets_every_valid_batch_through(height, wrapped):
             check_json_shape(body, limit)
             parsed, _ = parse_instances(body, limit, 1 << 20)
             assert len(parsed) == limit
-    with pytest.raises(PayloadTooLargeError, match="more arrays"):
+    with pytest.raises(PayloadTooLargeError, match="more arrays or objects"):
         check_json_shape(json.dumps({"instances": [[[[0, 0, 0]] * 8] * 8, *[[]] * 2000]}).encode(), limit)
     with pytest.raises(PayloadTooLargeError, match="more strings"):
         check_json_shape(json.dumps({"instances": [b64], "x": [""] * 2000}).encode(), limit)
