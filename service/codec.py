@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -32,14 +35,127 @@ def decode_files(files: Sequence[bytes], config: PreprocessConfig, max_pixels: i
     return np.stack([preprocess(data, config, max_pixels) for data in files])
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse a JSON body (400 when it is not JSON)."""
+#: Arrays, objects and strings a JSON body may hold beyond what its numbers justify, so that a small wrong
+#: request still gets the precise reason of the full validation rather than the cheap pre-scan's.
+JSON_SLACK = 1024
+
+
+def check_json_shape(body: bytes, max_images: int = 0) -> None:
+    """Refuse, from byte counts alone and before any object is built, a JSON body that cannot be a batch of
+    at most ``max_images`` instances (plus ``JSON_SLACK``) (413).
+
+    A pixel instance of H x W x 3 values (W >= ``MIN_SIDE``) holds 1 + H + H*W arrays and 3*H*W - 1 commas:
+    at most 3/8 of an array per comma; a ``{"b64": ...}`` instance holds two objects and three strings. A body
+    with more arrays, objects or strings than that would only cost memory and time to build: 10 MB of
+    ``[[],[],...]`` are 3.5 million lists (250 MB, seconds of parsing that hold the GIL). Brackets and quotes
+    inside strings are counted too: a valid request has none (base64 has neither).
+    """
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > 3 * body.count(b",") // 8 + 4 * max_images + JSON_SLACK:
+        raise PayloadTooLargeError("JSON body has more arrays or objects than a batch of images can hold")
+    if body.count(b'"') // 2 > 3 * max_images + 4 + JSON_SLACK:
+        raise PayloadTooLargeError("JSON body has more strings than a batch of images can hold")
+
+
+def _int(text: str) -> int:
+    """``int`` as Python code: the C parser calls it for every number, and each call is a point where the
+    interpreter can hand the GIL to the event loop (``json.loads`` alone holds it for the whole body)."""
+    return int(text)
+
+
+def _float(text: str) -> float:
+    """``float`` as Python code (see :func:`_int`)."""
+    return float(text)
+
+
+def parse_json(body: bytes, max_images: int = 0) -> Any:
+    """Parse a JSON request body (400 when it is not JSON, 413 when it cannot be a batch of ``max_images``).
+
+    Run it in a worker thread: after :func:`check_json_shape`, the parser passes through Python code at least
+    once per few arrays, so the event loop keeps answering while a large pixel batch is parsed.
+    """
     if not body:
         raise BadRequestError("empty JSON body")
+    check_json_shape(body, max_images)
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_int, parse_float=_float)
     except (ValueError, RecursionError):
         raise BadRequestError("malformed JSON body") from None
+
+
+#: Pixels converted by one numpy call: each call holds the GIL, so a large JSON pixel array is converted
+#: piece by piece, and the event loop's thread gets the GIL in between.
+PIXELS_PER_STEP = 16_384
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = True
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a JSON batch is parsed and converted (in any thread).
+
+    The parser builds up to a million lists; on Python 3.11 each full collection they trigger walks the whole
+    heap holding the GIL (0.7 s each on the test model, six of them for a 9 MB body). Those lists hold no
+    cycles and are freed by reference counting before the collector is enabled again.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _rows_to_array(rows: list[Any], max_pixels: int) -> np.ndarray | None:
+    """``np.asarray(rows, dtype=float64)`` in short steps, emptying ``rows`` on the way; None (``rows`` left
+    as they were) when they are not a numeric array within ``max_pixels``: decoding gives the reason."""
+    if not rows or not all(isinstance(row, list) for row in rows) or len(rows) * len(rows[0]) > max_pixels:
+        return None
+    arrays = []
+    try:
+        for row in rows:
+            starts = range(0, len(row), PIXELS_PER_STEP)
+            steps = [np.asarray(row[i : i + PIXELS_PER_STEP], dtype=np.float64) for i in starts]
+            arrays.append(np.concatenate(steps) if len(steps) > 1 else np.asarray(row, dtype=np.float64))
+        array = np.stack(arrays)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    for i in range(len(rows)):  # free the lists row by row (one deallocation of them all holds the GIL)
+        rows[i] = None
+    return array
+
+
+def _pixel_arrays(instances: list[Any], max_pixels: int) -> None:
+    """Replace the pixel-array instances (bare or under ``"images"``) by float arrays, in place."""
+    for index, instance in enumerate(instances):
+        if isinstance(instance, dict) and set(instance) == {INPUT_NAME} and isinstance(instance[INPUT_NAME], list):
+            array = _rows_to_array(instance[INPUT_NAME], max_pixels)
+            if array is not None:
+                instances[index] = {INPUT_NAME: array}
+        elif isinstance(instance, list):
+            array = _rows_to_array(instance, max_pixels)
+            if array is not None:
+                instances[index] = array
+
+
+def parse_instances(body: bytes, max_images: int, max_pixels: int) -> tuple[list[Any], str]:
+    """A TF Serving JSON body -> its instances (pixel arrays as numpy arrays) and the answer's key.
+
+    For a worker thread: the parse and the conversion hand the GIL to the event loop often and never start
+    a garbage collection, so a large pixel batch does not stall other requests and probes.
+    """
+    with _gc_paused():
+        instances, key = tfserving_instances(parse_json(body, max_images), max_images)
+        _pixel_arrays(instances, max_pixels)
+        return instances, key
 
 
 def tfserving_instances(payload: Any, max_images: int) -> tuple[list[Any], str]:
@@ -70,6 +186,9 @@ def tfserving_instances(payload: Any, max_images: int) -> tuple[list[Any], str]:
 
 def pixels_to_rgb(instance: Any, index: int, max_pixels: int) -> np.ndarray:
     """A height x width x 3 array of pixel values in [0, 255] -> uint8 RGB (422 for anything else)."""
+    rows = instance if isinstance(instance, list) and instance and isinstance(instance[0], list) else None
+    if rows is not None and len(rows) * len(rows[0]) > max_pixels:  # before building an array
+        raise PayloadTooLargeError(f"instance {index} is over the limit of {max_pixels} pixels")
     try:
         array = np.asarray(instance, dtype=np.float64)
     except OverflowError:  # an integer too large for a float (JSON allows 4300 digits)

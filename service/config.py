@@ -16,10 +16,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mime
+from service.pixels import MAX_PIXELS, decode_budget_bytes
 from service.tta import TTA
 
-#: 4096 x 4096: above any MRI slice; a 16 MP decode peaks near 400 MB, which a 2 GiB pod can afford twice.
-SERVICE_MAX_PIXELS = 4096 * 4096
 RuntimeName = Literal["auto", "tensorflow", "openvino", "onnxruntime"]
 Precision = Literal["auto", "f32", "bf16", "f16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -88,9 +87,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with a 503.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
     max_pixels: int = Field(
-        default=SERVICE_MAX_PIXELS,
+        default=MAX_PIXELS,
         ge=64,
-        description="Largest image in pixels (413 above); decoding peaks near 25 bytes per pixel.",
+        description="Largest image in pixels (413 above). It also sets the memory one decode may take, what a "
+        f"16-bit greyscale image of that size needs ({decode_budget_bytes(MAX_PIXELS) >> 20} MiB at the default): "
+        "a DICOM whose header announces more (colour, 32-bit samples) is refused with 413 before decoding.",
     )
     max_concurrent_decodes: int = Field(
         default=2, ge=1, le=256, description="Image decodes run at once (each may briefly take ~400 MB at 16 MP)."

@@ -23,15 +23,17 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.pixels import MAX_PIXELS, MIN_SIDE, check_pixels, gray_to_rgb, window_to_uint8
 
 DEFAULT_IMAGE_SIZE = 224
-DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger than any MRI slice, far below a decompression bomb
-MIN_SIDE = 8
 #: Images longer than this are shrunk before padding: padding a 40000 x 8 strip to a square would allocate
 #: 40000^2 x 3 bytes (4.8 GB) for a file of a few hundred bytes. Smaller images take the exact path.
 MAX_PADDED_SIDE = 2048
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+#: Set once, not per image (``warnings.catch_warnings`` is not thread-safe: restoring the filters it saved can
+#: undo another thread's). Should something reset the filters, ``check_pixels`` still refuses the image.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -91,30 +93,6 @@ def sniff_format(data: bytes) -> str:
     raise UnsupportedMediaTypeError("not a JPEG, PNG or DICOM image")
 
 
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise PayloadTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
-    if min(width, height) < MIN_SIDE:
-        raise BadImageError(f"image is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
-
-
-def _window_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Linearly map an intensity array's [min, max] to [0, 255] (used for >8-bit data)."""
-    values = array.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        raise BadImageError("image has no finite pixel values")
-    lo, hi = float(values[finite].min()), float(values[finite].max())
-    values = np.where(finite, values, lo)
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
 def _has_orientation(image: Image.Image) -> bool:
     """Whether EXIF asks for a rotation or flip (``exif_transpose`` otherwise only copies the image)."""
     return image.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None)
@@ -124,7 +102,7 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image) if _has_orientation(image) else image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _gray_to_rgb(_window_to_uint8(np.asarray(image)))
+        return gray_to_rgb(window_to_uint8(np.asarray(image)))
     if mode == "P":
         image = image.convert("RGBA")
         mode = image.mode
@@ -135,20 +113,18 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode == "1":
         image = image.convert("L")
     if image.mode == "L":
-        return _gray_to_rgb(np.asarray(image, dtype=np.uint8))
+        return gray_to_rgb(np.asarray(image, dtype=np.uint8))
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-            _check_pixels(image.width, image.height, max_pixels)
-            if getattr(image, "n_frames", 1) > 1:
-                raise BadImageError("animated or multi-frame images are not accepted")
-            image.load()
-            return _pil_to_rgb(image)
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+        check_pixels(image.width, image.height, max_pixels)
+        if getattr(image, "n_frames", 1) > 1:
+            raise BadImageError("animated or multi-frame images are not accepted")
+        image.load()
+        return _pil_to_rgb(image)
     except (PayloadTooLargeError, BadImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -157,7 +133,7 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         raise BadImageError(f"could not decode the {fmt} image (corrupt or truncated)") from None
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode JPEG, PNG or DICOM bytes to an 8-bit RGB array of the image's own size."""
     fmt = sniff_format(data)
     if fmt == "DICOM":
@@ -166,7 +142,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         rgb = decode_dicom(data, max_pixels=max_pixels)
     else:
         rgb = _decode_pil(data, fmt, max_pixels)
-    _check_pixels(rgb.shape[1], rgb.shape[0], max_pixels)
+    check_pixels(rgb.shape[1], rgb.shape[0], max_pixels)
     return rgb
 
 
@@ -233,7 +209,7 @@ def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return rgb
 
 
-def preprocess(data: bytes, config: PreprocessConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def preprocess(data: bytes, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Bytes of a JPEG/PNG/DICOM file to a ``uint8`` (size, size, 3) model input."""
     return to_model_input(decode_image(data, max_pixels=max_pixels), config)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import codec, mime, ood
+from service import codec, mime, ood, pipeline
 from service.batching import Batcher
 from service.classifier import Classifier, LoadedModel, ModelState
 from service.config import Settings
@@ -44,8 +44,10 @@ async def predict_json(
 ) -> dict[str, Any]:
     """A TF Serving JSON request body -> ``{"predictions": [[...4 probabilities], ...]}`` (shared with SageMaker;
     ``with_checks`` adds the non-MRI/unsure ``checks`` beside them)."""
-    payload = await run_in_threadpool(codec.parse_json, body)
-    instances, key = codec.tfserving_instances(payload, settings.max_images_per_request)
+    async with pipeline.decode_slots():  # parsing a large pixel batch costs what decoding an image does
+        instances, key = await run_in_threadpool(
+            codec.parse_instances, body, settings.max_images_per_request, settings.max_pixels
+        )
     decode = partial(codec.decode_instances, instances, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
         batcher, len(instances), decode, ood.thresholds(model.metadata, settings), model

@@ -141,7 +141,7 @@ JSON_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
     "malformed JSON": (lambda: b'{"instances": [', 400, "malformed JSON"),
     "empty JSON body": (lambda: b"", 400, "empty JSON body"),
     "invalid UTF-8": (lambda: b'{"instances": "\xff\xfe"}', 400, "malformed JSON"),
-    "nesting bomb": (lambda: b"[" * 100_000 + b"]" * 100_000, 400, "malformed JSON"),
+    "nesting bomb": (lambda: b"[" * 100_000 + b"]" * 100_000, 413, "more arrays or objects than a batch"),
     "4300-digit number": (lambda: b'{"instances": [' + b"9" * 5000 + b"]}", 400, "malformed JSON"),
     "top-level list": (lambda: b"[1, 2, 3]", 422, "JSON object"),
     "top-level string": (lambda: b'"instances"', 422, "JSON object"),

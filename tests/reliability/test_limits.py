@@ -3,6 +3,7 @@ on concurrent image decodes."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,3 +163,63 @@ def test_probes_answer_while_every_worker_thread_is_busy_decoding(
         finally:
             release.set()
         assert [f.result(60).status_code for f in futures] == [200] * 45
+
+
+# ------------------------------------------------------------------ JSON bodies: bounded before, yielding during
+
+TF_PREDICT = "/v1/models/mri-classifier:predict"
+#: A probe that waits longer than this while a JSON body is handled has been stalled by it (Kubernetes and
+#: SageMaker give up after 2 s); on main the body below held the event loop for 2 s or more.
+PROBE_BOUND_S = 0.75
+
+
+def probe_latencies_during(client: TestClient, request: Callable[[], Any]) -> tuple[Any, list[float]]:
+    """``request()`` in a thread, with /healthz called back to back until it is answered."""
+    latencies: list[float] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(request)
+        while not future.done():
+            began = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - began)
+        return future.result(), latencies
+
+
+@pytest.mark.parametrize("path", [TF_PREDICT, "/invocations"])
+def test_a_json_body_of_empty_arrays_is_refused_before_it_is_built(start: Callable[..., TestClient], path: str) -> None:
+    """Regression: 10 MB of ``[[],[],...]`` were parsed into 3.5 million lists (250 MB) while the parser held
+    the GIL for seconds: every route, probes included, stalled. Now a byte count refuses it before parsing."""
+    import tracemalloc
+
+    client = start()
+    limit = client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    body = b'{"instances": [' + b"[]," * ((limit - 20) // 3) + b"[]]}"
+    assert len(body) <= limit
+    tracemalloc.start()
+    try:
+        response, latencies = probe_latencies_during(
+            client, lambda: client.post(path, content=body, headers={"Content-Type": "application/json"})
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert max(latencies) < PROBE_BOUND_S, sorted(latencies)[-5:]
+    assert peak < 6 * len(body), peak  # the body and its copies on the way in; no object per array
+    assert response.status_code == 413
+    assert response.json() == {"error": "JSON body has more arrays or objects than a batch of images can hold"}
+    assert upload(client).status_code == 200
+
+
+def test_probes_answer_while_a_large_json_pixel_batch_is_parsed(start: Callable[..., TestClient]) -> None:
+    """Regression: a valid 9 MB pixel array held the GIL in ``json.loads`` and then in ``np.asarray`` for
+    seconds each (a worker thread does not help when C code never lets go of the GIL)."""
+    client = start()
+    rgb = np.full((900, 900, 3), 80, dtype=np.uint8)
+    body = json.dumps({"instances": [rgb.tolist()]}, separators=(",", ":")).encode()
+    assert len(body) <= client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    response, latencies = probe_latencies_during(
+        client, lambda: client.post(TF_PREDICT, content=body, headers={"Content-Type": "application/json"})
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+    assert max(latencies) < PROBE_BOUND_S, sorted(latencies)[-5:]

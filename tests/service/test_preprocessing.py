@@ -182,3 +182,46 @@ def test_tiny_images_are_refused():
 def test_format_is_sniffed_from_bytes_not_names(rgb):
     assert sniff_format(encode(Image.fromarray(rgb), "PNG")) == "PNG"
     assert sniff_format(encode(Image.fromarray(rgb), "JPEG")) == "JPEG"
+
+
+def test_one_pixel_limit_for_training_and_the_service():
+    """Regression: the preprocessing (and so training) refused images over 40 MP, the service over 16.7 MP."""
+    import inspect
+
+    from service.config import Settings
+    from service.pixels import MAX_PIXELS
+
+    served = Settings.model_fields["max_pixels"].default
+    for function in (preprocess, decode_image):
+        assert inspect.signature(function).parameters["max_pixels"].default == served == MAX_PIXELS
+
+
+def _service_imports(module: str) -> set[str]:
+    """The ``service`` modules that ``service/<module>.py`` imports, at the top or inside functions."""
+    import ast
+    from pathlib import Path
+
+    import service
+
+    root = Path(service.__file__).parent
+    tree = ast.parse((root / f"{module}.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    modules = {name.removeprefix("service.") for name in names if name.startswith("service.")}
+    return {name for name in modules if (root / f"{name}.py").is_file()}
+
+
+def test_dicom_decoding_does_not_import_the_preprocessing():
+    """Regression: ``service.dicom`` and ``service.preprocessing`` imported each other (inside functions)."""
+    assert "dicom" in _service_imports("preprocessing")
+    seen, todo = set(), ["dicom"]
+    while todo:  # everything service.dicom reaches, directly or not
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += _service_imports(module)
+    assert "preprocessing" not in seen, seen
