@@ -94,7 +94,10 @@ class Settings(BaseSettings):
         "a DICOM whose header announces more (colour, 32-bit samples) is refused with 413 before decoding.",
     )
     max_concurrent_decodes: int = Field(
-        default=2, ge=1, le=256, description="Image decodes run at once (each may briefly take ~400 MB at 16 MP)."
+        default=2,
+        ge=1,
+        le=256,
+        description="Image decodes run at once (each may take up to the decode budget of MRI_MAX_PIXELS).",
     )
     max_images_per_request: int = Field(default=16, ge=1, description="Most images in one request (413 above).")
     max_concurrent_requests: int = Field(

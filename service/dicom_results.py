@@ -18,15 +18,13 @@ name when it looks invalid) and every failure becomes a fixed reason.
 from __future__ import annotations
 
 import io
-import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from service.dicom import quiet_pydicom
 from service.errors import BadImageError, InvalidInputError, ServiceError
 from service.labels import CLASSES
 from service.schemas import Prediction
@@ -116,24 +114,12 @@ def _valid(keyword: str, element: Any) -> bool:
     return allowed is None or values[0] in allowed
 
 
-@cache
-def _quiet() -> None:
-    """Once per process: nothing from pydicom or highdicom in the log or on stderr (both may quote values).
-    Process-wide filters, not ``warnings.catch_warnings`` (which is not thread-safe: builds run in the pool)."""
-    from pydicom import config
-
-    config.settings.reading_validation_mode = config.IGNORE
-    for name in ("pydicom", "highdicom"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module=r"(pydicom|highdicom)(\.|$)")
-
-
 def read_source(data: bytes) -> SourceImage:
     """The input's header (pixels not read) reduced to the attributes the results copy or reference."""
     import pydicom
     from pydicom.dataset import Dataset
 
-    _quiet()
+    quiet_pydicom()
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         kept = Dataset()
@@ -272,7 +258,7 @@ def _encode(dataset: Any) -> bytes:
 
 def _build(what: str, build: Any) -> bytes:
     """Run a builder; any failure is a fixed 422 reason (values never quoted)."""
-    _quiet()
+    quiet_pydicom()
     try:
         return _encode(build())
     except (ServiceError, MemoryError):

@@ -227,7 +227,7 @@ def parse_request(body: bytes, header_length: str | None, max_images: int, max_p
     Blocking (parses JSON): call it off the event loop."""
     head, tail = _split_body(body, header_length)
     try:
-        request = InferenceRequest.model_validate(codec.parse_json(head))
+        request = InferenceRequest.model_validate(codec.parse_json(head, max_images))
     except ValidationError as exc:
         raise InvalidInputError(_validation_reason(exc)) from None
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
