@@ -498,7 +498,10 @@ def train(config: TrainConfig) -> Path:
         "strategy": type(strategy).__name__,
         "intended_use": "research and decision-support demonstration; not a diagnostic device",
     }
-    version_dir = export_model(model, config.model_dir, metadata, temperature=temperature)
+    from training.ood_score import embed
+
+    bank = embed(model, data.train_images, config.batch_size)  # the "unlike the training images" score's bank
+    version_dir = export_model(model, config.model_dir, metadata, temperature=temperature, ood_bank=bank)
     log.info("exported %s", version_dir)
     if config.test:
         from training.evaluate import evaluate

@@ -32,12 +32,12 @@ class HeldClassifier(Classifier):
         self.release.set()
         self.delay_once = 0.0
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def infer(self, images: np.ndarray) -> np.ndarray:
         self.entered.set()
         assert self.release.wait(60)
         delay, self.delay_once = self.delay_once, 0.0
         time.sleep(delay)
-        return super().predict(images)
+        return super().infer(images)
 
 
 @pytest.fixture

@@ -29,16 +29,16 @@ class RecordingClassifier(Classifier):
         self.release = threading.Event()
         self.release.set()
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def infer(self, images: np.ndarray) -> np.ndarray:
         self.entered.set()
         assert self.release.wait(30)
         time.sleep(self.delay)
         self.batches.append(len(images))
-        return super().predict(images)
+        return super().infer(images)
 
 
 class FailingClassifier(RecordingClassifier):
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def infer(self, images: np.ndarray) -> np.ndarray:
         raise RuntimeError("CUDA exploded at /opt/ml/model/1/variables")
 
 
