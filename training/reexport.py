@@ -32,7 +32,8 @@ def restore_weights(model: Any, version_dir: Path) -> int:
     """Assign every weight of ``model`` from the SavedModel's variable of the same path; returns how many."""
     import tensorflow as tf
 
-    saved = {v.name.removesuffix(":0"): v for v in tf.saved_model.load(str(version_dir)).serving_default.variables}
+    loaded = tf.saved_model.load(str(version_dir))  # kept alive while its variables are read
+    saved = {v.name.removesuffix(":0"): v for v in loaded.signatures["serving_default"].variables}
     missing = [w.path for w in model.weights if w.path not in saved or tuple(saved[w.path].shape) != tuple(w.shape)]
     if missing:
         raise ValueError(f"{len(missing)} weights not found in {version_dir} (first: {missing[:3]})")
