@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = Batcher(
-            classifier.predict,
+            classifier.infer,  # one structured row per image: probabilities and ood_score
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue_size=settings.max_queue_size,

@@ -34,9 +34,9 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 class Predictor(Protocol):
-    """A model version: images [N, S, S, 3] -> probabilities [N, C]."""
+    """A model version: images [N, S, S, 3] -> one result row per image (``LoadedModel.infer``)."""
 
-    def predict(self, images: np.ndarray) -> np.ndarray: ...
+    def infer(self, images: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Batcher:
             metrics.STAGE_LATENCY.labels(stage="queue").observe(started - item.enqueued)
         try:
             model = batch[0].model
-            predict = self._predict if model is None else model.predict
+            predict = self._predict if model is None else model.infer
             probs = predict(np.stack([item.image for item in batch]))
             if len(probs) != len(batch):
                 raise RuntimeError(f"model returned {len(probs)} results for a batch of {len(batch)}")

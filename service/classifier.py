@@ -5,6 +5,10 @@ succeeds the classifier is not ready and says why; a model whose classes differ 
 is refused (not ready), so labels can never be silently swapped. A loaded model is an immutable
 ``LoadedModel`` swapped in one assignment, so a later hot reload can warm a new version while the old one
 keeps serving.
+
+``infer`` answers one structured row per image (``OUTPUT_DTYPE``: the probabilities and the model's
+``ood_score``, NaN for a model exported without one), so the batcher hands each request its own rows of
+every output; ``predict`` is the probabilities alone.
 """
 
 from __future__ import annotations
@@ -23,15 +27,26 @@ import numpy as np
 from service import metrics
 from service.config import Settings
 from service.errors import ModelNotReadyError
-from service.labels import CLASSES, ClassOrderError, check_class_order
+from service.labels import CLASSES, NUM_CLASSES, ClassOrderError, check_class_order
 from service.preprocessing import PreprocessConfig
-from service.runtime import ModelLoadError, Runtime, load_runtime, resolve_runtime
-from service.tta import predict_with_tta
+from service.runtime import OOD_OUTPUT, OUTPUT_NAME, ModelLoadError, Runtime, load_runtime, resolve_runtime
+from service.tta import outputs_with_tta
 from service.versions import METADATA_FILE, find_version_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "mri-classifier"
+#: One row per image: every output of the model (``ood_score`` is NaN for a model without it).
+OUTPUT_DTYPE = np.dtype([(OUTPUT_NAME, np.float32, (NUM_CLASSES,)), (OOD_OUTPUT, np.float32)])
+
+
+def output_rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Named runtime outputs -> structured rows of ``OUTPUT_DTYPE`` (a batch the batcher can split by image)."""
+    probs = outputs[OUTPUT_NAME]
+    rows = np.empty(len(probs), OUTPUT_DTYPE)
+    rows[OUTPUT_NAME] = probs
+    rows[OOD_OUTPUT] = outputs.get(OOD_OUTPUT, np.full(len(probs), np.nan, np.float32))
+    return rows
 
 
 class ModelState(StrEnum):
@@ -66,9 +81,14 @@ class LoadedModel:
     runtime: Runtime
     version_dir: Path
 
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 or float images [N, S, S, 3] in [0, 255] -> ``OUTPUT_DTYPE`` rows [N] (with the configured TTA)."""
+        x = np.asarray(images, dtype=np.float32)
+        return output_rows(outputs_with_tta(self.runtime.outputs, x, self.info.tta))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 or float images [N, S, S, 3] in [0, 255] -> probabilities [N, 4] (with the configured TTA)."""
-        return predict_with_tta(self.runtime.predict, np.asarray(images, dtype=np.float32), self.info.tta)
+        return np.asarray(self.infer(images)[OUTPUT_NAME])
 
 
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -277,6 +297,10 @@ class Classifier:
         finally:
             self._lock.release()
 
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """``OUTPUT_DTYPE`` rows [N] for images [N, S, S, 3] (called from the batcher's thread)."""
+        return self.model.infer(images)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities [N, 4] for images [N, S, S, 3] (called from the batcher's thread)."""
+        """Probabilities [N, 4] for images [N, S, S, 3]."""
         return self.model.predict(images)

@@ -1,4 +1,4 @@
-"""The non-MRI / unsure warning: three simple, well-known checks on each classified image.
+"""The non-MRI / unsure / unfamiliar warning: four simple, well-known checks on each classified image.
 
 * **Grayscale check** (``colour_spread``): MRI slices are gray, so the mean over pixels of
   ``(max(R, G, B) - min(R, G, B)) / 255`` is ~0 for them and clearly above it for photos.
@@ -7,11 +7,18 @@
   films and most grayscale photos have a bright border.
 * **Maximum softmax probability** (``confidence``; Hendrycks & Gimpel, ICLR 2017): the model is unsure when its
   top probability is low.
+* **Unlike the training images** (``ood_score``, computed inside the model: ``training.ood_score``, a
+  k-nearest-neighbour distance on its penultimate embedding, Sun et al. 2022): a scan from another collection,
+  sequence or plane sits far from every training image, and the answer is then more often wrong. Models
+  exported without the output (or without its threshold) skip this check.
 
-An image is flagged ``likely_mri = False`` when either image check fails, and ``confident = False`` when the
-top probability is under the threshold; ``warning`` is either. ``score`` puts the three on one scale
-(``max`` of each statistic divided by its threshold, the confidence as ``(1 - p) / (1 - threshold)``), so
-``score > 1`` exactly when ``warning`` is true; benchmarks/ood_calibration.py measures its AUROC.
+An image is flagged ``likely_mri = False`` when either image check fails, ``confident = False`` when the
+top probability is under the threshold and ``familiar = False`` when ``ood_score`` is over its threshold;
+``warning`` is any of them. ``score`` puts them on one scale, each statistic divided by its threshold (the
+confidence as ``(1 - p) / (1 - threshold)``): for an image that passes as an MRI slice it is the larger of
+the two model statistics, so it ranks answers by how likely they are wrong; for one that fails an image check
+it is the largest of all. Either way ``score > 1`` exactly when ``warning`` is true;
+benchmarks/ood_calibration.py measures its AUROC (non-MRI images, and wrong answers).
 
 Thresholds come from the model's ``metadata.json`` (key ``"ood"``, written by the calibration script) or,
 when it has none, from the settings' defaults.
@@ -28,6 +35,7 @@ import numpy as np
 from service.batching import Batcher, Predictor
 from service.config import Settings
 from service.pipeline import classify
+from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 from service.schemas import InputCheck, PredictResponse
 
 METADATA_KEY = "ood"
@@ -35,10 +43,12 @@ BORDER_FRACTION = 1 / 16
 REASON_COLOUR = "colour_image"
 REASON_BACKGROUND = "bright_background"
 REASON_CONFIDENCE = "low_confidence"
+REASON_UNFAMILIAR = "unlike_training"
 MESSAGES = {
     REASON_COLOUR: "the image is in colour; MRI slices are grayscale",
     REASON_BACKGROUND: "the image has no dark background around the anatomy, unlike an MRI slice",
     REASON_CONFIDENCE: "the model is unsure (low top probability)",
+    REASON_UNFAMILIAR: "the image is unlike the images this model was trained on, so its answer is less reliable",
 }
 
 
@@ -50,13 +60,15 @@ class Thresholds:
     max_border_brightness: float = 0.35
     min_confidence: float = 0.5
     source: str = "defaults"  # "defaults" | "metadata"
+    max_ood_score: float | None = None  # None: no "unlike the training images" check (the model's metadata sets it)
 
     def to_dict(self) -> dict[str, float]:
-        return {
+        out = {
             "max_colour_spread": self.max_colour_spread,
             "max_border_brightness": self.max_border_brightness,
             "min_confidence": self.min_confidence,
         }
+        return out if self.max_ood_score is None else {**out, "max_ood_score": self.max_ood_score}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], defaults: Thresholds) -> Thresholds:
@@ -68,7 +80,8 @@ class Thresholds:
         for key, default in defaults.to_dict().items():
             value = section.get(key, default)
             values[key] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
-        return cls(**values, source="metadata")
+        limit = section.get("max_ood_score")
+        return cls(**values, source="metadata", max_ood_score=float(limit) if isinstance(limit, int | float) else None)
 
 
 def thresholds(metadata: Mapping[str, Any], settings: Settings) -> Thresholds:
@@ -90,6 +103,7 @@ class Check:
     confidence: float
     score: float
     reasons: tuple[str, ...]
+    ood_score: float | None = None
 
     @property
     def likely_mri(self) -> bool:
@@ -98,6 +112,10 @@ class Check:
     @property
     def confident(self) -> bool:
         return REASON_CONFIDENCE not in self.reasons
+
+    @property
+    def familiar(self) -> bool:
+        return REASON_UNFAMILIAR not in self.reasons
 
     @property
     def warning(self) -> bool:
@@ -109,11 +127,13 @@ class Check:
             "warning": self.warning,
             "likely_mri": self.likely_mri,
             "confident": self.confident,
+            "familiar": self.familiar,
             "reasons": list(self.reasons),
             "message": "; ".join(MESSAGES[r] for r in self.reasons) or None,
             "score": round(self.score, 4),
             "colour_spread": round(self.colour_spread, 4),
             "border_brightness": round(self.border_brightness, 4),
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
         }
 
 
@@ -151,30 +171,42 @@ def image_scores(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"colour_spread": colour_spread(images), "border_brightness": border_brightness(images)}
 
 
-def scores(images: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """The three raw statistics per image (images uint8 [N, S, S, 3], probabilities [N, C])."""
-    return with_confidence(image_scores(images), probs)
+def scores(images: np.ndarray, probs: np.ndarray, ood_scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The raw statistics per image (images uint8 [N, S, S, 3], probabilities [N, C], the model's ``ood_score``
+    [N] when it has one: NaN or ``None`` means none)."""
+    return with_model_outputs(image_scores(images), probs, ood_scores)
 
 
-def with_confidence(image_stats: Mapping[str, np.ndarray], probs: np.ndarray) -> dict[str, np.ndarray]:
-    """``image_scores`` plus each image's top probability."""
-    return {**image_stats, "confidence": np.asarray(probs, dtype=np.float64).max(axis=1)}
+def with_model_outputs(
+    image_stats: Mapping[str, np.ndarray], probs: np.ndarray, ood_scores: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """``image_scores`` plus each image's top probability and the model's ``ood_score`` (when given)."""
+    stats = {**image_stats, "confidence": np.asarray(probs, dtype=np.float64).max(axis=1)}
+    if ood_scores is not None:
+        stats["ood_score"] = np.asarray(ood_scores, dtype=np.float64)
+    return stats
 
 
 def combined_score(stats: Mapping[str, np.ndarray], thresholds: Thresholds) -> np.ndarray:
-    """One number per image, above 1 exactly when some check fails (higher = less like a confident MRI)."""
-    return np.maximum.reduce(
-        [
-            stats["colour_spread"] / max(thresholds.max_colour_spread, 1e-9),
-            stats["border_brightness"] / max(thresholds.max_border_brightness, 1e-9),
-            (1.0 - stats["confidence"]) / max(1.0 - thresholds.min_confidence, 1e-9),
-        ]
+    """One number per image, above 1 exactly when some check fails. Below 1 it is the model's own part
+    (unsure or unfamiliar), so among MRI slices it ranks answers by how likely they are wrong."""
+    image = np.maximum(
+        stats["colour_spread"] / max(thresholds.max_colour_spread, 1e-9),
+        stats["border_brightness"] / max(thresholds.max_border_brightness, 1e-9),
     )
+    model = (1.0 - stats["confidence"]) / max(1.0 - thresholds.min_confidence, 1e-9)
+    if thresholds.max_ood_score is not None and "ood_score" in stats:
+        unfamiliar = stats["ood_score"] / max(thresholds.max_ood_score, 1e-9)
+        model = np.fmax(model, unfamiliar)  # fmax: a NaN score (no output) leaves the confidence part
+    return np.where(image > 1, np.maximum(image, model), model)
 
 
-def check(images: np.ndarray, probs: np.ndarray, thresholds: Thresholds) -> list[Check]:
-    """Run the checks on model inputs (uint8 [N, S, S, 3]) and their probabilities [N, C]."""
-    return check_scores(scores(images, probs), thresholds)
+def check(
+    images: np.ndarray, probs: np.ndarray, thresholds: Thresholds, ood_scores: np.ndarray | None = None
+) -> list[Check]:
+    """Run the checks on model inputs (uint8 [N, S, S, 3]), their probabilities [N, C] and the model's
+    ``ood_score`` [N] (optional; NaN = the model has none)."""
+    return check_scores(scores(images, probs, ood_scores), thresholds)
 
 
 def check_scores(stats: Mapping[str, np.ndarray], thresholds: Thresholds) -> list[Check]:
@@ -183,13 +215,17 @@ def check_scores(stats: Mapping[str, np.ndarray], thresholds: Thresholds) -> lis
     out = []
     for i in range(len(combined)):
         spread, border, conf = (float(stats[k][i]) for k in ("colour_spread", "border_brightness", "confidence"))
+        raw = float(stats["ood_score"][i]) if "ood_score" in stats else float("nan")
+        ood_score = None if np.isnan(raw) else raw
+        limit = thresholds.max_ood_score
         failed = (
             (REASON_COLOUR, spread > thresholds.max_colour_spread),
             (REASON_BACKGROUND, border > thresholds.max_border_brightness),
             (REASON_CONFIDENCE, conf < thresholds.min_confidence),
+            (REASON_UNFAMILIAR, ood_score is not None and limit is not None and ood_score > limit),
         )
         reasons = tuple(reason for reason, bad in failed if bad)
-        out.append(Check(spread, border, conf, float(combined[i]), reasons))
+        out.append(Check(spread, border, conf, float(combined[i]), reasons, ood_score))
     return out
 
 
@@ -201,7 +237,8 @@ async def classify_checked(
     model: Predictor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Check]]:
     """``pipeline.classify`` (on ``model``) that also keeps the decoded images and checks them:
-    (images, probs, checks). The image statistics are computed in the decode thread, never on the loop."""
+    (images, probs, checks). The batcher answers ``service.classifier.OUTPUT_DTYPE`` rows (probabilities and
+    the model's ood_score); the image statistics are computed in the decode thread, never on the loop."""
     kept: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
 
     def decode_and_measure() -> np.ndarray:
@@ -209,9 +246,10 @@ async def classify_checked(
         kept.append((images, image_scores(images)))
         return images
 
-    probs = await classify(batcher, count, decode_and_measure, model)
-    images, image_stats = kept[0]
-    return images, probs, check_scores(with_confidence(image_stats, probs), thresholds)
+    rows = await classify(batcher, count, decode_and_measure, model)
+    (images, image_stats), probs = kept[0], np.asarray(rows[OUTPUT_NAME])
+    stats = with_model_outputs(image_stats, probs, np.asarray(rows[OOD_OUTPUT]))
+    return images, probs, check_scores(stats, thresholds)
 
 
 def attach(response: PredictResponse, checks: list[Check]) -> PredictResponse:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+OOD_OUTPUT = "ood_score"
+KNOWN_OUTPUTS = (OUTPUT_NAME, OOD_OUTPUT)
 ONNX_FILE = "model.onnx"
 RUNTIMES = ("tensorflow", "openvino", "onnxruntime")
 
@@ -38,7 +40,8 @@ class ModelLoadError(Exception):
 
 
 class Runtime(Protocol):
-    """What the classifier needs from an inference engine."""
+    """What the classifier needs from an inference engine. ``outputs`` returns the signature's outputs by name:
+    ``probabilities`` always, ``ood_score`` for models exported with one (``training.ood_score``)."""
 
     name: str  # "tensorflow" | "openvino" | "onnxruntime"
     device: str  # e.g. "CPU" or "GPU:0 (NVIDIA H100)"
@@ -47,6 +50,11 @@ class Runtime(Protocol):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, S, S, 3] in [0, 255] -> float32 probabilities [N, num_classes]."""
+        ...
+
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [N, S, S, 3] in [0, 255] -> ``{"probabilities": [N, C], "ood_score": [N]}`` (the second
+        only for models that export it)."""
         ...
 
 
@@ -66,6 +74,14 @@ def resolve_runtime(requested: str) -> str:
 
 def _static_side(value: object) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _output_names(names: list[set[str]]) -> dict[str, int]:
+    """Which output index holds each known output, given each output's tensor names (``probabilities``
+    falls back to the first output for models exported before outputs were named)."""
+    found = {known: i for known in KNOWN_OUTPUTS for i, aliases in enumerate(names) if known in aliases}
+    found.setdefault(OUTPUT_NAME, 0)
+    return found
 
 
 class TensorFlowRuntime:
@@ -99,12 +115,17 @@ class TensorFlowRuntime:
         outputs = list(self._fn.structured_outputs)
         self._input = INPUT_NAME if INPUT_NAME in inputs else inputs[0]
         self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        self._extra = [name for name in outputs if name == OOD_OUTPUT]
         shape = self._fn.structured_input_signature[1][self._input].shape
         self.input_size = _static_side(shape[1] if shape.rank == 4 else None)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         result = self._fn(**{self._input: self._tf.constant(images, dtype=self._tf.float32)})
-        return np.asarray(result[self._output].numpy(), dtype=np.float32)
+        named = {OUTPUT_NAME: self._output, **{name: name for name in self._extra}}
+        return {key: np.asarray(result[name].numpy(), dtype=np.float32) for key, name in named.items()}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs(images)[OUTPUT_NAME]
 
 
 class OpenVINORuntime:
@@ -129,7 +150,10 @@ class OpenVINORuntime:
         self._compiled = core.compile_model(model, "CPU", config)
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.device = f"CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')})"
-        self._output = self._compiled.output(0)
+        self._outputs = {
+            key: self._compiled.output(i)
+            for key, i in _output_names([set(out.get_names()) for out in self._compiled.outputs]).items()
+        }
         shape = self._compiled.input(0).get_partial_shape()
         self.input_size = _static_side(
             shape[1].get_length() if shape.rank.get_length() == 4 and shape[1].is_static else None
@@ -137,10 +161,13 @@ class OpenVINORuntime:
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         with self._lock:
             result = self._request.infer({0: np.ascontiguousarray(images, dtype=np.float32)})
-            return np.array(result[self._output], dtype=np.float32)
+            return {key: np.array(result[port], dtype=np.float32) for key, port in self._outputs.items()}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs(images)[OUTPUT_NAME]
 
 
 class OnnxRuntimeRuntime:
@@ -160,6 +187,7 @@ class OnnxRuntimeRuntime:
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         first = self._session.get_inputs()[0]
         self._input = first.name
+        self._outputs = _output_names([{out.name} for out in self._session.get_outputs()])
         self.input_size = _static_side(first.shape[1] if len(first.shape) == 4 else None)
         self.device = "CPU"
 
@@ -177,9 +205,12 @@ class OnnxRuntimeRuntime:
         )
         return bytes(proto.SerializeToString())
 
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        result = self._session.run(None, {self._input: np.ascontiguousarray(images, dtype=np.float32)})
+        return {key: np.asarray(result[i], dtype=np.float32) for key, i in self._outputs.items()}
+
     def predict(self, images: np.ndarray) -> np.ndarray:
-        (probs,) = self._session.run(None, {self._input: np.ascontiguousarray(images, dtype=np.float32)})[:1]
-        return np.asarray(probs, dtype=np.float32)
+        return self.outputs(images)[OUTPUT_NAME]
 
 
 def load_runtime(kind: str, version_dir: Path, settings: Settings) -> Runtime:

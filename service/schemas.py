@@ -13,19 +13,30 @@ _EXAMPLE_PROBS: dict[str, Any] = dict(zip(CLASSES, (0.912, 0.061, 0.004, 0.023),
 
 
 class InputCheck(BaseModel):
-    """The non-MRI / unsure warning of one image (``service.ood``): ``warning`` is true when the image is unlikely
-    to be a brain MRI slice (colour, bright background) or the model is unsure (low top probability)."""
+    """The non-MRI / unsure / unfamiliar warning of one image (``service.ood``): ``warning`` is true when the image
+    is unlikely to be a brain MRI slice (colour, bright background), the model is unsure (low top probability)
+    or the image is unlike the images the model was trained on (its ``ood_score``)."""
 
     warning: bool = Field(description="True when the result should not be trusted: see reasons.", examples=[False])
     likely_mri: bool = Field(description="False for colour images or images without a dark background.")
     confident: bool = Field(description="False when the top probability is under the model's threshold.")
+    familiar: bool = Field(
+        default=True,
+        description="False when the image is unlike the images the model was trained on (ood_score over the "
+        "model's threshold): the answer is then more often wrong.",
+    )
     reasons: list[str] = Field(
-        description="Failed checks: colour_image, bright_background, low_confidence.", examples=[[]]
+        description="Failed checks: colour_image, bright_background, low_confidence, unlike_training.", examples=[[]]
     )
     message: str | None = Field(default=None, description="The reasons in words.", examples=[None])
     score: float = Field(description="All checks on one scale: above 1 exactly when warning is true.")
     colour_spread: float = Field(description="Mean (max - min) of the RGB channels, in [0, 1]; 0 for gray.")
     border_brightness: float = Field(description="Mean gray level of the image's outer frame, in [0, 1].")
+    ood_score: float | None = Field(
+        default=None,
+        description="The model's distance from its training images (higher = less like them); null for a model "
+        "exported without it.",
+    )
 
 
 class Prediction(BaseModel):

@@ -22,32 +22,43 @@ import numpy as np
 
 from service.labels import CLASSES
 from service.runtime import ModelLoadError
-from service.tta import TTA_MODES, predict_with_tta
+from service.tta import TTA_MODES, outputs_with_tta
 from service.versions import find_version_dir
 
 log = logging.getLogger("training.evaluate")
+
+
+def saved_model_outputs(
+    version_dir: Path, images: np.ndarray, batch_size: int = 32, progress: bool = True, tta: str = "none"
+) -> dict[str, np.ndarray]:
+    """Every output of the SavedModel's serving signature (``probabilities``, and ``ood_score`` for models that
+    export it), batch by batch, with the service's TTA."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from training.export import SERVING_SIGNATURE
+
+    fn = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
+
+    def outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.numpy()) for k, v in fn(images=tf.constant(batch, dtype=tf.float32)).items()}
+
+    out: dict[str, list[np.ndarray]] = {}
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="predicting", unit="batch", disable=not progress, leave=False
+    ):
+        for key, value in outputs_with_tta(outputs, images[start : start + batch_size], tta).items():
+            out.setdefault(key, []).append(value)
+    if not out:
+        return {"probabilities": np.zeros((0, len(CLASSES)), np.float32)}
+    return {key: np.concatenate(values) for key, values in out.items()}
 
 
 def predict_saved_model(
     version_dir: Path, images: np.ndarray, batch_size: int = 32, progress: bool = True, tta: str = "none"
 ) -> np.ndarray:
     """Probabilities from the SavedModel's serving signature, batch by batch (with the service's TTA)."""
-    import tensorflow as tf
-    from tqdm import tqdm
-
-    from training.export import OUTPUT_NAME, SERVING_SIGNATURE
-
-    fn = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(fn(images=tf.constant(batch, dtype=tf.float32))[OUTPUT_NAME].numpy())
-
-    out = []
-    for start in tqdm(
-        range(0, len(images), batch_size), desc="predicting", unit="batch", disable=not progress, leave=False
-    ):
-        out.append(predict_with_tta(predict, images[start : start + batch_size], tta))
-    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+    return saved_model_outputs(version_dir, images, batch_size, progress, tta)["probabilities"]
 
 
 def _fmt(x: float) -> str:
@@ -101,6 +112,14 @@ def markdown_summary(metrics: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(_pct(metrics[k][key]) for k, _ in subsets) + " |")
     for key, label in (("log_loss", "log-loss"), ("ece_15", "ECE (15 bins)")):
         lines.append(f"| {label} | " + " | ".join(f"{metrics[k][key]:.3f}" for k, _ in subsets) + " |")
+    warnings = [metrics.get(f"warning_{k}", {}) for k, _ in subsets]
+    auroc_ci = "{0[error_auroc]:.3f} ({0[error_auroc_ci95][0]:.3f}–{0[error_auroc_ci95][1]:.3f})"
+    if all("error_auroc" in w for w in warnings):  # the answers' warning (service.ood): does it flag wrong answers?
+        lines.append(
+            "| warning: error-detection AUROC (95% CI) | " + " | ".join(auroc_ci.format(w) for w in warnings) + " |"
+        )
+        for key, label in (("correct_warned", "correct answers warned"), ("wrong_warned", "wrong answers warned")):
+            lines.append(f"| {label} | " + " | ".join(_pct(w[key]) + _ci(w[f"{key}_ci95"]) for w in warnings) + " |")
     for k, title in subsets:
         m = metrics[k]
         lines += [
@@ -152,9 +171,10 @@ def evaluate(
     tta: str = "none",
 ) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics dictionary."""
+    from service import ood
     from service.preprocessing import PreprocessConfig
     from training import data as ds
-    from training.metrics import classification_metrics, reliability_bins
+    from training.metrics import classification_metrics, reliability_bins, warning_metrics
     from training.plots import write_plots
 
     try:
@@ -167,8 +187,14 @@ def evaluate(
     config = PreprocessConfig.from_dict(metadata["preprocessing"])
     samples, skipped = ds.scan_folder(data, require_all_classes=False)
     test = ds.load_images(samples, config, skipped, progress=progress, desc="test data")
-    probs = predict_saved_model(version_dir, test.images, batch_size, progress, tta)
-    labels = test.labels
+    outputs = saved_model_outputs(version_dir, test.images, batch_size, progress, tta)
+    probs, labels = outputs["probabilities"], test.labels
+    # the warning every answer of the service carries, with the model's own thresholds
+    checks = ood.check(
+        test.images, probs, ood.Thresholds.from_metadata(metadata, ood.Thresholds()), outputs.get("ood_score")
+    )
+    warn_score = np.array([c.score for c in checks])
+    correct = probs.argmax(axis=1) == labels
 
     threshold = _near_threshold(metadata)
     twin_source: str
@@ -198,6 +224,7 @@ def evaluate(
         "twin_source": twin_source,
         "raw": classification_metrics(probs, labels),
         "reliability_raw": reliability_bins(probs, labels),
+        "warning_raw": warning_metrics(warn_score, correct),
     }
     in_subset: np.ndarray | None = None
     groups: np.ndarray | None = None
@@ -210,6 +237,7 @@ def evaluate(
             "training data"
         )
         metrics["reliability_deduplicated"] = reliability_bins(probs[in_subset], labels[in_subset])
+        metrics["warning_deduplicated"] = warning_metrics(warn_score[in_subset], correct[in_subset])
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     with (out / "predictions.csv").open("w", newline="") as fh:
@@ -224,6 +252,9 @@ def evaluate(
                 "has_training_twin",
                 "duplicate_group",
                 "in_deduplicated_subset",
+                "warning",
+                "reasons",
+                "ood_score",
             ]
         )
         for i, s in enumerate(test.samples):
@@ -238,6 +269,9 @@ def evaluate(
                     "" if twins is None else int(twins[i]),
                     "" if groups is None else int(groups[i]),
                     "" if in_subset is None else int(in_subset[i]),
+                    int(checks[i].warning),
+                    " ".join(checks[i].reasons),
+                    "" if checks[i].ood_score is None else f"{checks[i].ood_score:.6f}",
                 ]
             )
     (out / "summary.md").write_text(markdown_summary(metrics))

@@ -159,3 +159,34 @@ def calibration_split(labels: np.ndarray, seed: int = 42) -> tuple[np.ndarray, n
     except ValueError:  # a class with one image cannot be stratified
         fit, held = train_test_split(idx, test_size=0.5, random_state=seed)
     return np.sort(fit), np.sort(held)
+
+
+def warning_metrics(score: np.ndarray, correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """How well an answer's warning score (warned when ``score > 1``, ``service.ood``) singles out wrong answers:
+    the error-detection AUROC (wrong answers should score higher; 95% percentile-bootstrap interval over images)
+    and the shares of correct and of wrong answers warned (95% Wilson intervals)."""
+    score, correct = np.asarray(score, dtype=np.float64), np.asarray(correct, dtype=bool)
+    wrong = ~correct
+    n_ok, n_wrong = int(correct.sum()), int(wrong.sum())
+    out: dict[str, Any] = {"images": len(score), "correct": n_ok, "wrong": n_wrong}
+    if n_ok == 0 or n_wrong == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(score), len(score))
+        if 0 < wrong[idx].sum() < len(idx):
+            boot.append(roc_auc_score(wrong[idx], score[idx]))
+    warned = score > 1
+    ok_warned, wrong_warned = int(warned[correct].sum()), int(warned[wrong].sum())
+    out.update(
+        {
+            "error_auroc": float(roc_auc_score(wrong, score)),
+            "error_auroc_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "correct_warned": ok_warned / n_ok,
+            "correct_warned_ci95": list(wilson_interval(ok_warned, n_ok)),
+            "wrong_warned": wrong_warned / n_wrong,
+            "wrong_warned_ci95": list(wilson_interval(wrong_warned, n_wrong)),
+        }
+    )
+    return out

@@ -16,6 +16,7 @@ from service.labels import NUM_CLASSES
 LOGITS_LAYER = "logits"
 PROBS_LAYER = "probabilities"
 FEATURE_LAYER = "top_activation"  # last convolutional activation of EfficientNet (Grad-CAM target)
+EMBEDDING_LAYER = "avg_pool"  # the penultimate embedding (the out-of-distribution score is measured on it)
 BACKBONES = ("efficientnet_b0", "efficientnet_lite0", "tiny")
 
 
@@ -73,7 +74,7 @@ def build_model(
     """Build the uncompiled classifier for (image_size, image_size, 3) float inputs in [0, 255]."""
     inputs = keras.Input(shape=(image_size, image_size, 3), name="images", dtype="float32")
     base = build_backbone(backbone, inputs, weights)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
+    x = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(base.output)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER, dtype="float32")(x)
     probs = keras.layers.Activation("softmax", name=PROBS_LAYER, dtype="float32")(logits)
@@ -82,5 +83,5 @@ def build_model(
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Layers that belong to the backbone (everything before the pooling head)."""
-    head = {"images", "avg_pool", "head_dropout", LOGITS_LAYER, PROBS_LAYER}
+    head = {"images", EMBEDDING_LAYER, "head_dropout", LOGITS_LAYER, PROBS_LAYER}
     return [layer for layer in model.layers if layer.name not in head]

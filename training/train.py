@@ -552,8 +552,11 @@ def train(config: TrainConfig) -> Path:
         "strategy": type(strategy).__name__,
         "intended_use": "research and decision-support demonstration; not a diagnostic device",
     }
+    from training.ood_score import embed
+
+    bank = embed(model, data.train_images, config.batch_size)  # the "unlike the training images" score's bank
     with cluster.export_dir(config.model_dir) as model_dir:  # several workers: only the chief's export is kept
-        version_dir = export_model(model, model_dir, metadata, temperature=temperature)
+        version_dir = export_model(model, model_dir, metadata, temperature=temperature, ood_bank=bank)
     log.info("exported %s", version_dir)
     if config.test and cluster.is_chief():
         from training.evaluate import evaluate

@@ -141,9 +141,12 @@ function renderWarning(check) {
     box.textContent = "";
     return;
   }
-  const what = check.likely_mri
-    ? "The model is unsure about this image."
-    : "This image does not look like a brain MRI slice.";
+  let what = "The model is unsure about this image.";
+  if (!check.likely_mri) {
+    what = "This image does not look like a brain MRI slice.";
+  } else if (check.familiar === false) {
+    what = "This image is unlike the images the model was trained on.";
+  }
   box.textContent = `Caution: ${what} ${check.message ? `(${check.message}.)` : ""} Do not rely on this result.`;
   box.hidden = false;
 }

@@ -52,6 +52,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.service.images import mri_slice
     from training.export import export_model
     from training.model import build_model
+    from training.ood_score import embed
 
     keras.utils.set_random_seed(7)
     config = PreprocessConfig(image_size=IMAGE_SIZE)
@@ -61,8 +62,17 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x.astype("float32"), labels, epochs=8, batch_size=32, verbose=0)
     root = tmp_path_factory.mktemp("models") / MODEL_NAME
-    export_model(model, root, metadata(), temperature=1.0, version=1)
+    # with the "unlike the training images" output, its bank fitted on these training images
+    export_model(model, root, metadata(), temperature=1.0, version=1, ood_bank=embed(model, x), ood_k=5)
+    # the same weights exported as models were before that output existed
+    export_model(model, root.parent / "legacy" / MODEL_NAME, metadata(), temperature=1.0, version=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def legacy_root(model_root: Path) -> Path:
+    """The tiny model exported without the ``ood_score`` output (as version 2 of the shipped model was)."""
+    return model_root.parent / "legacy" / MODEL_NAME
 
 
 @pytest.fixture(scope="session")

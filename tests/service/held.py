@@ -1,5 +1,5 @@
 """A real loaded model whose batches can be held, slowed down, recorded or made to fail: the model version that
-the batcher runs (``LoadedModel.predict``), so that tests control inference exactly where it happens."""
+the batcher runs (``LoadedModel.infer``), so that tests control inference exactly where it happens."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Hold:
 class HeldModel(LoadedModel):
     hold: Hold = dataclasses.field(default_factory=Hold)
 
-    def predict(self, images: np.ndarray) -> Any:
+    def infer(self, images: np.ndarray) -> Any:
         hold = self.hold
         hold.entered.set()
         assert hold.release.wait(60)
@@ -40,7 +40,7 @@ class HeldModel(LoadedModel):
         if hold.failure:
             raise RuntimeError(hold.failure)
         hold.batches.append(len(images))
-        return super().predict(images)
+        return super().infer(images)
 
 
 def held_classifier(inner: Classifier, hold: Hold) -> Classifier:

@@ -91,7 +91,7 @@ def test_one_batch_never_mixes_versions(tf_classifier: Classifier) -> None:
     v3 = other_version(v1, 3, image_size=48)
     small = preprocess(images.jpeg(12, size=80), v1.preprocess)[None]
     large = preprocess(images.jpeg(12, size=80), v3.preprocess)[None]
-    batcher = Batcher(tf_classifier.predict, max_batch_size=8, max_wait_ms=50)
+    batcher = Batcher(tf_classifier.infer, max_batch_size=8, max_wait_ms=50)
     batcher.start()
 
     async def both() -> list[np.ndarray]:
@@ -106,6 +106,7 @@ def test_one_batch_never_mixes_versions(tf_classifier: Classifier) -> None:
         got = asyncio.run(both())
     finally:
         batcher.stop()
-    assert np.allclose(got[0], v1.predict(small), atol=1e-5)
-    assert np.allclose(got[2], v1.predict(small), atol=1e-5)
-    assert np.allclose(got[1], v3.predict(large), atol=1e-5)
+    probs = [np.asarray(rows["probabilities"]) for rows in got]  # each request's rows from its own version
+    assert np.allclose(probs[0], v1.predict(small), atol=1e-5)
+    assert np.allclose(probs[2], v1.predict(small), atol=1e-5)
+    assert np.allclose(probs[1], v3.predict(large), atol=1e-5)

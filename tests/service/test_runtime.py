@@ -26,12 +26,18 @@ def scans() -> np.ndarray:
 
 
 def _compare(candidate: Classifier, reference: Classifier, scans: np.ndarray) -> None:
-    expected = reference.predict(scans)
-    got = np.concatenate([candidate.predict(scans[i : i + 8]) for i in range(0, len(scans), 8)])
+    """Same argmax, probabilities and ood_score (the model's "unlike the training images" output) within the
+    precision's tolerance."""
+    rows = reference.infer(scans)
+    expected, expected_ood = rows["probabilities"], rows["ood_score"]
+    got_rows = np.concatenate([candidate.infer(scans[i : i + 8]) for i in range(0, len(scans), 8)])
+    got, got_ood = got_rows["probabilities"], got_rows["ood_score"]
     assert len(set(np.argmax(expected, axis=1))) == 4  # the comparison covers every class
     np.testing.assert_array_equal(np.argmax(got, axis=1), np.argmax(expected, axis=1))
     tolerance = TOLERANCE[candidate.model.info.precision]
     assert np.abs(got - expected).max() <= tolerance
+    assert np.isfinite(expected_ood).all() and np.ptp(expected_ood) > 0  # exported, and differs per image
+    assert np.abs(got_ood - expected_ood).max() <= tolerance
 
 
 def test_openvino_default_precision_matches_tensorflow(ov_classifier, tf_classifier, scans):

@@ -116,6 +116,9 @@ def test_training_report(trained, synthetic_dataset):
     for r in rows:
         assert sum(float(r[f"p_{c}"]) for c in CLASSES) == pytest.approx(1, abs=1e-4)
         assert int(r["correct"]) == int(r["true_label"] == r["predicted_label"])
+        assert float(r["ood_score"]) > -1e-4 and r["warning"] in ("0", "1")  # the exported score (1 - cos), the warning
+    warning = metrics["warning_raw"]
+    assert warning["images"] == n_test and ("error_auroc" in warning or 0 in (warning["wrong"], warning["correct"]))
     for name in (
         "confusion_raw",
         "confusion_deduplicated",
