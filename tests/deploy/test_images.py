@@ -168,7 +168,7 @@ def test_build_context_is_an_allow_list_that_holds_every_copy_source() -> None:
         "requirements/dev.in",
     ):
         assert not _dockerignore_allows(never, patterns), never
-    assert _dockerignore_allows("models/mri-classifier/2/saved_model.pb", patterns), "the built-in model"
+    assert _dockerignore_allows("models/mri-classifier/3/saved_model.pb", patterns), "the built-in model"
     for dockerfile in DOCKERFILES:
         for word, rest in (i for s in parse(dockerfile) for i in s.instructions):
             if word != "COPY" or "--from=" in rest:
