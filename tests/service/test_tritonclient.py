@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -14,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.labels import CLASSES
 from service.preprocessing import PreprocessConfig, preprocess, to_model_input
-from tests.processes import free_port, serve_command
+from tests.reliability.server import ServerProcess
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, MODEL_NAME
 
@@ -27,35 +23,14 @@ TOLERANCE = 1e-4  # OpenVINO at f32 (or TensorFlow) against the TensorFlow refer
 @pytest.fixture
 def triton_client(model_root, tmp_path):
     """A tritonclient connected to ``mri-classifier serve`` (runtime auto), once the server says ready."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", MRI_PORT=str(port), MRI_MAX_BATCH_SIZE="4", MRI_OPENVINO_PRECISION="f32")
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*serve_command(), "serve", "--model-dir", str(model_root), "--host", "127.0.0.1"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
-    client = triton.InferenceServerClient(url=f"127.0.0.1:{port}", network_timeout=60.0)
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # connection refused while the server starts
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.1)
-        yield client
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(30)
+    with ServerProcess(model_root, tmp_path, MRI_MAX_BATCH_SIZE="4", MRI_OPENVINO_PRECISION="f32") as server:
+        server.wait_ready()
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=60.0)
+        try:
+            assert client.is_server_ready(), server.log()[-3000:]
+            yield client
+        finally:
+            client.close()
 
 
 def test_tritonclient_against_a_real_server(triton_client, tf_classifier):
