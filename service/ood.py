@@ -230,11 +230,7 @@ def check_scores(stats: Mapping[str, np.ndarray], thresholds: Thresholds) -> lis
 
 
 async def classify_checked(
-    batcher: Batcher,
-    count: int,
-    decode: Callable[[], np.ndarray],
-    thresholds: Thresholds,
-    model: Predictor | None = None,
+    batcher: Batcher, model: Predictor, count: int, decode: Callable[[], np.ndarray], thresholds: Thresholds
 ) -> tuple[np.ndarray, np.ndarray, list[Check]]:
     """``pipeline.classify`` (on ``model``) that also keeps the decoded images and checks them:
     (images, probs, checks). The batcher answers ``service.classifier.OUTPUT_DTYPE`` rows (probabilities and
@@ -246,7 +242,7 @@ async def classify_checked(
         kept.append((images, image_scores(images)))
         return images
 
-    rows = await classify(batcher, count, decode_and_measure, model)
+    rows = await classify(batcher, model, count, decode_and_measure)
     (images, image_stats), probs = kept[0], np.asarray(rows[OUTPUT_NAME])
     stats = with_model_outputs(image_stats, probs, np.asarray(rows[OOD_OUTPUT]))
     return images, probs, check_scores(stats, thresholds)

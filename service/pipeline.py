@@ -41,11 +41,10 @@ def decode_slots() -> asyncio.Semaphore:
     return slots
 
 
-async def classify(
-    batcher: Batcher, count: int, decode: Callable[[], np.ndarray], model: Predictor | None = None
-) -> np.ndarray:
-    """Admit ``count`` images, run ``decode`` (-> uint8 [count, S, S, 3]) off the loop, await their
-    probabilities from ``model`` (the version whose preprocessing ``decode`` uses)."""
+async def classify(batcher: Batcher, model: Predictor, count: int, decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """Admit ``count`` images, run ``decode`` (-> uint8 [count, S, S, 3]) off the loop, await their result rows
+    from ``model``: the version whose preprocessing ``decode`` uses (required, so that a request is served end to
+    end by one version even when a reload lands in between)."""
     with batcher.reserve(count) as reservation:
         started = time.perf_counter()
         async with decode_slots():

@@ -166,7 +166,7 @@ async def explain(
     source = dicom_output.sources([data])[0] if dicom else None
     decode = partial(codec.decode_files, [data], model.preprocess, settings.max_pixels)
     images, probs, checks = await ood.classify_checked(
-        batcher, 1, decode, ood.thresholds(model.metadata, settings), model
+        batcher, model, 1, decode, ood.thresholds(model.metadata, settings)
     )
     chosen = int(np.argmax(probs[0])) if target is None else target
     heat, device = await run_in_threadpool(explainer.heatmaps, model, images, np.array([chosen]))

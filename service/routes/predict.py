@@ -49,7 +49,7 @@ async def predict(
     sources = dicom_output.sources(files) if dicom else None
     decode = partial(codec.decode_files, files, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
-        batcher, len(files), decode, ood.thresholds(model.metadata, settings), model
+        batcher, model, len(files), decode, ood.thresholds(model.metadata, settings)
     )
     answer = ood.attach(codec.encode_predictions(probs, model.info), checks)
     if sources is not None:

@@ -59,5 +59,5 @@ async def invocations(
     if content_type == mime.JSON:
         return JSONResponse(await predict_json(body, model, settings, batcher, with_checks=True))
     decode = partial(codec.decode_files, [body], model.preprocess, settings.max_pixels)
-    _, probs, checks = await ood.classify_checked(batcher, 1, decode, ood.thresholds(model.metadata, settings), model)
+    _, probs, checks = await ood.classify_checked(batcher, model, 1, decode, ood.thresholds(model.metadata, settings))
     return JSONResponse({**codec.encode_tfserving(probs, "predictions"), **ood.tfserving_checks(checks)})

@@ -50,7 +50,7 @@ async def predict_json(
         )
     decode = partial(codec.decode_instances, instances, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
-        batcher, len(instances), decode, ood.thresholds(model.metadata, settings), model
+        batcher, model, len(instances), decode, ood.thresholds(model.metadata, settings)
     )
     answer: dict[str, Any] = codec.encode_tfserving(probs, key)
     return {**answer, **ood.tfserving_checks(checks)} if with_checks else answer

@@ -118,7 +118,7 @@ async def _infer(
     )
     decode = partial(oip.decode, parsed, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
-        batcher, parsed.count, decode, ood.thresholds(model.metadata, settings)
+        batcher, model, parsed.count, decode, ood.thresholds(model.metadata, settings)
     )
     head, tail = oip.encode(probs, checks, model.info, parsed)
     if tail is None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import codec
+from service import codec, oip
 from service.batching import Batcher
 from service.classifier import Classifier, LoadedModel
 from service.preprocessing import preprocess
@@ -41,6 +41,11 @@ def send(client: TestClient, route: str, data: bytes) -> tuple[int, list[float]]
     if route == "/explain":
         body = client.post(route, files={"file": ("a.jpg", data, "image/jpeg")}).json()
         return body["model_version"], list(body["prediction"]["probabilities"].values())
+    if route.startswith("/v2/"):
+        tensor = {"name": "images", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}
+        body = client.post(route, json={"inputs": [tensor]}).json()
+        (output,) = (o for o in body["outputs"] if o["name"] == "probabilities")
+        return int(body["model_version"]), output["data"]
     if route == "/invocations":
         response = client.post(route, content=data, headers={"Content-Type": "image/jpeg"})
         return -1, response.json()["predictions"][0]
@@ -48,7 +53,16 @@ def send(client: TestClient, route: str, data: bytes) -> tuple[int, list[float]]
     return -1, response.json()["predictions"][0]
 
 
-@pytest.mark.parametrize("route", ["/predict", "/explain", "/invocations", "/v1/models/mri-classifier:predict"])
+ROUTES = [
+    "/predict",
+    "/explain",
+    "/invocations",
+    "/v1/models/mri-classifier:predict",
+    "/v2/models/mri-classifier/infer",
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_a_request_is_served_by_the_version_that_admitted_it(
     open_client: Callable[..., TestClient], model_root: Path, tf_classifier: Classifier, monkeypatch, route: str
 ) -> None:
@@ -73,6 +87,7 @@ def test_a_request_is_served_by_the_version_that_admitted_it(
     with monkeypatch.context() as patch:
         for name in ("decode_files", "decode_instances"):
             patch.setattr(codec, name, then_reload(getattr(codec, name)))
+        patch.setattr(oip, "decode", then_reload(oip.decode))
         version, probs = send(client, route, data)
     assert classifier.model is v2
     assert np.allclose(probs, want_v1, atol=1e-5), "answered with another version's probabilities"
