@@ -4,8 +4,9 @@ Files and folders (searched recursively; hidden files are left out) go through e
 the model is found, checked and loaded by ``service.classifier.load_model`` with the service's ``Settings``
 (``MRI_*`` variables and the options below), images are decoded by ``service.preprocessing.preprocess``
 (JPEG, PNG, DICOM, format sniffed from the bytes), batched up to the runtime's batch size and checked by the
-non-MRI / unsure warning of ``service.ood``. One CSV row per file: the probabilities, the label, the warning,
-or why the file was skipped. The exit status is 1 only when nothing could be scored.
+warning of ``service.ood`` (not an MRI, unsure, unlike the training images: the model's ``ood_score``). One CSV
+row per file: the probabilities, the label, the warning, or why the file was skipped. The exit status is 1
+only when nothing could be scored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from service.config import RuntimeName, Settings
 from service.errors import ServiceError
 from service.labels import CLASSES
 from service.preprocessing import preprocess
+from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 
 log = logging.getLogger("training.predict")
 
@@ -38,6 +40,7 @@ COLUMNS = (
     "likely_mri",
     "warning",
     "reasons",
+    "ood_score",
     "skipped",
 )
 
@@ -60,6 +63,7 @@ class Row:
             row.update({f"p_{name}": f"{p:.6f}" for name, p in zip(CLASSES, self.probabilities, strict=True)})
             row["likely_mri"], row["warning"] = self.check.likely_mri, self.check.warning
             row["reasons"] = ";".join(self.check.reasons)
+            row["ood_score"] = "" if self.check.ood_score is None else f"{self.check.ood_score:.6f}"
         return row
 
 
@@ -113,8 +117,10 @@ def predict_files(
             results: dict[int, Row] = {}
             if good:
                 images = np.stack([decoded[i] for i in good])
-                probs = model.predict(images)
-                for i, p, check in zip(good, probs, ood.check(images, probs, thresholds), strict=True):
+                rows = model.infer(images)  # probabilities and, for models that export it, the ood_score
+                probs = np.asarray(rows[OUTPUT_NAME])
+                checks = ood.check(images, probs, thresholds, np.asarray(rows[OOD_OUTPUT]))
+                for i, p, check in zip(good, probs, checks, strict=True):
                     results[i] = Row(str(chunk[i][0]), p, check)
             for i, (path, _) in enumerate(chunk):
                 yield results.get(i) or Row(str(path), skipped=str(decoded[i]))

@@ -61,6 +61,8 @@ def test_predict_scores_every_file_like_the_service(
         assert rows[name]["label"] == CLASSES[int(np.argmax(reference))] and rows[name]["skipped"] == ""
     assert rows["photo.png"]["likely_mri"] == "False" and "colour_image" in rows["photo.png"]["reasons"]
     assert rows["a.jpg"]["likely_mri"] == "True"
+    scored = ("a.jpg", "b.png", "c.dcm", "photo.png", "extra.jpg")
+    assert all(float(rows[name]["ood_score"]) >= -1e-5 for name in scored), "the model's ood_score in every row"
     assert "could not decode" in rows["broken.jpg"]["skipped"] and rows["broken.jpg"]["label"] == ""
     assert "not a JPEG, PNG or DICOM" in rows["notes.txt"]["skipped"]
     assert rows["missing.png"]["skipped"] == "no such file or folder"
