@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from service.classifier import Classifier
 from service.preprocessing import PreprocessConfig, preprocess
-from service.tta import predict_with_tta
+from service.tta import outputs_with_tta
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, make_settings
 
@@ -24,7 +24,7 @@ def _asymmetric(n: int) -> np.ndarray:
 def test_none_is_the_plain_prediction(tf_classifier):
     x = _asymmetric(3)
     runtime = tf_classifier.model.runtime
-    np.testing.assert_array_equal(predict_with_tta(runtime.predict, x, "none"), runtime.predict(x))
+    np.testing.assert_array_equal(outputs_with_tta(runtime.outputs, x, "none")["probabilities"], runtime.predict(x))
 
 
 def test_flip_is_the_mean_of_image_and_mirror_in_one_call(tf_classifier):
@@ -34,11 +34,11 @@ def test_flip_is_the_mean_of_image_and_mirror_in_one_call(tf_classifier):
     assert not np.allclose(plain, mirrored, atol=1e-6), "the tiny model should see the mirror as another input"
     calls: list[int] = []
 
-    def counting(batch: np.ndarray) -> np.ndarray:
+    def counting(batch: np.ndarray) -> dict[str, np.ndarray]:
         calls.append(len(batch))
-        return runtime.predict(batch)
+        return runtime.outputs(batch)
 
-    probs = predict_with_tta(counting, x, "flip")
+    probs = outputs_with_tta(counting, x, "flip")["probabilities"]
     assert calls == [6]
     np.testing.assert_allclose(probs, (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -46,7 +46,7 @@ def test_flip_is_the_mean_of_image_and_mirror_in_one_call(tf_classifier):
 
 def test_unknown_mode_is_refused(tf_classifier):
     with pytest.raises(ValueError, match="rotate"):
-        predict_with_tta(tf_classifier.model.runtime.predict, _asymmetric(1), "rotate")
+        outputs_with_tta(tf_classifier.model.runtime.outputs, _asymmetric(1), "rotate")
     with pytest.raises(ValidationError):
         make_settings(tf_classifier.model.version_dir, tta="rotate")
 
