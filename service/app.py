@@ -28,6 +28,7 @@ from service.limits import add_guards
 from service.middleware import MetricsMiddleware
 from service.reload import ModelWatcher
 from service.routes import explain, health, predict, sagemaker, tfserving, ui, v2
+from service.runtime import inference_streams
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             max_wait_ms=settings.max_wait_ms,
             max_queue_size=settings.max_queue_size,
             retry_after_s=settings.retry_after_s,
+            workers=inference_streams(settings),
         )
         batcher.start()
         app.state.batcher = batcher

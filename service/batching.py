@@ -1,10 +1,12 @@
-"""Dynamic batching: images from concurrent requests are inferred together by one worker thread.
+"""Dynamic batching: images from concurrent requests are inferred together by worker threads.
 
 A request first *reserves* room for its images (refused at once with 503 + ``Retry-After`` when the bounded
 queue is full, before any decoding work is spent), decodes them, then *submits* them and awaits one future
-per image. The worker takes everything queued up to ``max_batch_size``; it waits up to ``max_wait_ms`` for
-more only while other admitted requests are still decoding, so a lone request never waits. Inference runs
-in the worker thread, off the event loop, and each result goes back to the future of its own image.
+per image. A free worker takes everything queued up to ``max_batch_size``; it waits up to ``max_wait_ms``
+for more only while other admitted requests are still decoding, so a lone request never waits. Inference runs
+in the worker thread, off the event loop, and each result goes back to the future of its own image. With
+``workers > 1`` (one per inference stream of the runtime) several batches are inferred at once: on a CPU,
+single-threaded streams keep every core busy without the threads of one inference waiting on each other.
 
 Each submission names the model that runs it (the one whose preprocessing decoded its images): a batch holds
 only images of one model, so during a hot reload a request is served end to end by one model version.
@@ -57,8 +59,12 @@ class Batcher:
         max_wait_ms: float = 2.0,
         max_queue_size: int = 64,
         retry_after_s: int = 1,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError("a batcher needs at least one worker")
         self._predict = predict
+        self.workers = workers
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_size = max_queue_size
@@ -67,7 +73,7 @@ class Batcher:
         self._reserved = 0  # images admitted whose request is still decoding
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     @property
     def depth(self) -> int:
@@ -75,28 +81,31 @@ class Batcher:
         return self._reserved + len(self._queue)
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
-        if self._thread is None:
+        """Start the worker threads (idempotent)."""
+        if not self._threads:
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="mri-batcher", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._run, name=f"mri-batcher-{i}", daemon=True) for i in range(self.workers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued or still decoding (for up to ``timeout`` seconds), then stop the worker."""
+        """Finish what is queued or still decoding (for up to ``timeout`` seconds), then stop the workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            with self._cond:
-                self._thread = None
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._threads = []
 
     @contextmanager
     def reserve(self, count: int) -> Iterator[Reservation]:
         """Admit ``count`` images or raise ``OverloadedError`` (503 + Retry-After) when the queue is full."""
         with self._cond:
-            if self._stopping or self._thread is None:
+            if self._stopping or not self._threads:
                 raise ModelNotReadyError("the service is shutting down")
             if self.depth + count > self.max_queue_size:
                 metrics.REJECTED.inc()
@@ -122,7 +131,7 @@ class Batcher:
         items = [_Item(image, model) for image in images]
         with self._cond:
             self._reserved -= reserved
-            if self._thread is None:  # stopped while this request was decoding: nobody will run it
+            if not self._threads:  # stopped while this request was decoding: nobody will run it
                 for item in items:
                     item.future.set_exception(ModelNotReadyError("the service is shutting down"))
                 return [item.future for item in items]

@@ -82,8 +82,9 @@ class LoadedModel:
     version_dir: Path
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """uint8 or float images [N, S, S, 3] in [0, 255] -> ``OUTPUT_DTYPE`` rows [N] (with the configured TTA)."""
-        x = np.asarray(images, dtype=np.float32)
+        """uint8 or float images [N, S, S, 3] in [0, 255] -> ``OUTPUT_DTYPE`` rows [N] (with the configured TTA).
+        uint8 images go to the runtime as they are (OpenVINO converts them inside the graph)."""
+        x = images if images.dtype == np.uint8 else np.asarray(images, dtype=np.float32)
         return output_rows(outputs_with_tta(self.runtime.outputs, x, self.info.tta))
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         "AVX512-BF16/AMX, f32 elsewhere); f32 matches TensorFlow to 1e-4.",
     )
     inference_threads: int = Field(default=0, ge=0, description="CPU threads for inference; 0 = the runtime's default.")
+    inference_streams: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Batches inferred at the same time, each by its own batcher worker (an OpenVINO stream "
+        "each: the CPU's threads are split between them). 0 = auto: 2 for OpenVINO on a machine with 2 or more "
+        "CPUs (throughput; a lone request then runs on fewer threads), else 1. 1 = every thread on one batch "
+        "(lowest latency for a lone request).",
+    )
     tta: TTA = Field(
         default="none",
         description="Test-time augmentation: flip averages each image with its left-right mirror "

@@ -26,7 +26,7 @@ from pydicom import config as pydicom_config
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
 from service.errors import BadImageError, PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError
-from service.pixels import decode_budget_bytes, decoded_bytes, gray_to_rgb, window_to_uint8
+from service.pixels import decode_budget_bytes, decoded_bytes, window_to_uint8
 
 #: Loggers silenced and detached from the root logger: pydicom's, and highdicom's (DICOM results).
 _QUIET_LOGGERS = tuple(logging.getLogger(name) for name in ("pydicom", "highdicom"))
@@ -61,7 +61,8 @@ quiet_pydicom()
 
 
 def decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode a single-frame DICOM image to an 8-bit RGB array."""
+    """Decode a single-frame DICOM image to 8-bit pixels: a (H, W) plane for MONOCHROME images, (H, W, 3) RGB
+    for colour ones (``service.pixels.as_rgb`` makes either RGB)."""
     quiet_pydicom()
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
@@ -114,9 +115,7 @@ def _decode(ds: Any, max_pixels: int) -> np.ndarray:
         values = apply_modality_lut(pixels, ds)
         values = apply_voi_lut(values, ds, index=0)
         gray = window_to_uint8(np.asarray(values))
-        if photometric == "MONOCHROME1":
-            gray = 255 - gray
-        return gray_to_rgb(gray)
+        return 255 - gray if photometric == "MONOCHROME1" else gray
     if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") and pixels.ndim == 3 and pixels.shape[2] == 3:
         if pixels.dtype != np.uint8:
             return window_to_uint8(pixels)

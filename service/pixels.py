@@ -59,4 +59,10 @@ def window_to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
+    """(H, W) -> (H, W, 3), the same value in each channel."""
+    return np.stack((gray, gray, gray), axis=-1)
+
+
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels (a (H, W) grey plane or (H, W, 3) RGB) as (H, W, 3) RGB."""
+    return gray_to_rgb(pixels) if pixels.ndim == 2 else pixels

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageFile, ImageOps, UnidentifiedImageError
 
 from service.errors import BadImageError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.pixels import MAX_PIXELS, MIN_SIDE, check_pixels, gray_to_rgb, window_to_uint8
+from service.pixels import MAX_PIXELS, MIN_SIDE, as_rgb, check_pixels, window_to_uint8
 
 DEFAULT_IMAGE_SIZE = 224
 #: Images longer than this are shrunk before padding: padding a 40000 x 8 strip to a square would allocate
@@ -98,11 +98,23 @@ def _has_orientation(image: Image.Image) -> bool:
     return image.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None)
 
 
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+def _grey_plane(image: Image.Image) -> np.ndarray | None:
+    """The one plane of an RGB image whose three channels are equal (most MRI JPEGs), else None.
+
+    Comparing the bands in Pillow costs less than the RGB array alone (Pillow stores RGB as 4 bytes a pixel
+    and packs them into 3 for NumPy), and every later step then works on a third of the bytes."""
+    red, green, blue = image.split()
+    if ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(red, blue).getbbox() is None:
+        return np.asarray(red, dtype=np.uint8)
+    return None
+
+
+def _pil_pixels(image: Image.Image) -> np.ndarray:
+    """8-bit pixels of a decoded PIL image: a (H, W) plane when it is grey, (H, W, 3) RGB otherwise."""
     image = ImageOps.exif_transpose(image) if _has_orientation(image) else image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return gray_to_rgb(window_to_uint8(np.asarray(image)))
+        return window_to_uint8(np.asarray(image))
     if mode == "P":
         image = image.convert("RGBA")
         mode = image.mode
@@ -113,8 +125,10 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode == "1":
         image = image.convert("L")
     if image.mode == "L":
-        return gray_to_rgb(np.asarray(image, dtype=np.uint8))
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+        return np.asarray(image, dtype=np.uint8)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    grey = _grey_plane(rgb)
+    return grey if grey is not None else np.asarray(rgb, dtype=np.uint8)
 
 
 def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
@@ -124,7 +138,7 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         if getattr(image, "n_frames", 1) > 1:
             raise BadImageError("animated or multi-frame images are not accepted")
         image.load()
-        return _pil_to_rgb(image)
+        return _pil_pixels(image)
     except (PayloadTooLargeError, BadImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -133,85 +147,103 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         raise BadImageError(f"could not decode the {fmt} image (corrupt or truncated)") from None
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG, PNG or DICOM bytes to an 8-bit RGB array of the image's own size."""
+def decode_pixels(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG, PNG or DICOM bytes to 8-bit pixels of the image's own size: a (H, W) plane when the image
+    is grey (every channel equal), else (H, W, 3) RGB. ``as_rgb`` of it is :func:`decode_image`."""
     fmt = sniff_format(data)
     if fmt == "DICOM":
         from service.dicom import decode_dicom
 
-        rgb = decode_dicom(data, max_pixels=max_pixels)
+        pixels = decode_dicom(data, max_pixels=max_pixels)
     else:
-        rgb = _decode_pil(data, fmt, max_pixels)
-    check_pixels(rgb.shape[1], rgb.shape[0], max_pixels)
-    return rgb
+        pixels = _decode_pil(data, fmt, max_pixels)
+    check_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
+    return pixels
 
 
-def _channel_sum_percentile(total: np.ndarray, q: float) -> float:
-    """``np.percentile(total / 3.0, q)`` (linear method) bit for bit, for channel sums ``total`` (integers
-    0-765): the two order statistics come from a histogram instead of a partition of every pixel, then are
-    interpolated with NumPy's own formula (``_lerp``)."""
-    n = total.size
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG, PNG or DICOM bytes to an 8-bit RGB array of the image's own size."""
+    return as_rgb(decode_pixels(data, max_pixels))
+
+
+def _mean_percentile(values: np.ndarray, channels: int, q: float) -> float:
+    """``np.percentile(values / float(channels), q)`` (linear method) bit for bit, for integer ``values`` in
+    0..255 * ``channels`` (channel sums): the two order statistics come from a histogram instead of a partition
+    of every pixel, then are interpolated with NumPy's own formula (``_lerp``)."""
+    n = values.size
     virtual = (q / 100.0) * (n - 1)
     below = int(np.floor(virtual))
     gamma = virtual - below
-    cumulative = np.cumsum(np.bincount(total.ravel(), minlength=766))
+    if values.dtype == np.uint8 and values.ndim == 2:  # Pillow's histogram: NumPy's bincount widens to int64 first
+        counts = np.asarray(Image.fromarray(np.ascontiguousarray(values)).histogram(), dtype=np.int64)
+    else:
+        counts = np.bincount(values.ravel(), minlength=255 * channels + 1)
+    cumulative = np.cumsum(counts)
     low, high = np.searchsorted(cumulative, [below, min(below + 1, n - 1)], side="right")
-    a, b = np.float64(low) / 3.0, np.float64(high) / 3.0
+    a, b = np.float64(low) / channels, np.float64(high) / channels
     diff = b - a
     return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
-def brain_bounding_box(rgb: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
-    """Bounding box (top, bottom, left, right) of the foreground: rows/columns with enough bright pixels."""
-    total = rgb[:, :, 0].astype(np.uint16)  # the channel sum: ``rgb.mean(axis=2)`` is ``total / 3.0``
-    total += rgb[:, :, 1]
-    total += rgb[:, :, 2]
-    peak = _channel_sum_percentile(total, 99.5)
+def brain_bounding_box(pixels: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right) of the foreground: rows/columns with enough bright pixels.
+
+    ``pixels`` is RGB (the brightness of a pixel is the mean of its channels) or one grey plane (the same
+    mean, exactly: ``3 * v / 3.0 == v``), so both give the same box for the same image."""
+    if pixels.ndim == 2:
+        channels, total = 1, pixels
+    else:  # the channel sum: ``rgb.mean(axis=2)`` is ``total / 3.0``
+        channels, total = 3, pixels[:, :, 0].astype(np.uint16)
+        total += pixels[:, :, 1]
+        total += pixels[:, :, 2]
+    height, width = pixels.shape[:2]
+    peak = _mean_percentile(total, channels, 99.5)
     if peak <= 0:
-        return 0, rgb.shape[0], 0, rgb.shape[1]
-    # ``total / 3.0 > threshold`` as an integer comparison: the smallest sum whose float mean is above it
+        return 0, height, 0, width
+    # ``total / channels > threshold`` as an integer comparison: the smallest sum whose mean is above it
     threshold = max(10.0, 0.1 * peak)
-    above = int(np.searchsorted(np.arange(766) / 3.0, threshold, side="right"))
-    mask = total >= above
-    rows = np.flatnonzero(np.count_nonzero(mask, axis=1) > 0.02 * rgb.shape[1])
-    cols = np.flatnonzero(np.count_nonzero(mask, axis=0) > 0.02 * rgb.shape[0])
+    above = int(np.searchsorted(np.arange(255 * channels + 1) / float(channels), threshold, side="right"))
+    mask = (total >= above).view(np.uint8)  # bright pixels per row and column, summed as bytes (count_nonzero
+    rows = np.flatnonzero(np.add.reduce(mask, axis=1, dtype=np.uint32) > 0.02 * width)  # is 4x slower)
+    cols = np.flatnonzero(np.add.reduce(mask, axis=0, dtype=np.uint32) > 0.02 * height)
     if rows.size == 0 or cols.size == 0:
-        return 0, rgb.shape[0], 0, rgb.shape[1]
-    pad_r, pad_c = int(margin * rgb.shape[0]), int(margin * rgb.shape[1])
-    top, bottom = max(0, rows[0] - pad_r), min(rgb.shape[0], rows[-1] + 1 + pad_r)
-    left, right = max(0, cols[0] - pad_c), min(rgb.shape[1], cols[-1] + 1 + pad_c)
+        return 0, height, 0, width
+    pad_r, pad_c = int(margin * height), int(margin * width)
+    top, bottom = max(0, rows[0] - pad_r), min(height, rows[-1] + 1 + pad_r)
+    left, right = max(0, cols[0] - pad_c), min(width, cols[-1] + 1 + pad_c)
     if (bottom - top) < MIN_SIDE or (right - left) < MIN_SIDE:
-        return 0, rgb.shape[0], 0, rgb.shape[1]
+        return 0, height, 0, width
     return int(top), int(bottom), int(left), int(right)
 
 
-def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Crop (optionally), pad to square and resize a decoded RGB array to the model's input."""
+def to_model_input(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Crop (optionally), pad to square and resize decoded pixels (RGB, or one grey plane: the same result as
+    its RGB, in a third of the work) to the model's input, (size, size, 3) RGB."""
     if config.crop_brain:
-        top, bottom, left, right = brain_bounding_box(rgb, config.crop_margin)
-        rgb = rgb[top:bottom, left:right]
-    height, width = rgb.shape[:2]
+        top, bottom, left, right = brain_bounding_box(pixels, config.crop_margin)
+        pixels = pixels[top:bottom, left:right]
+    height, width = pixels.shape[:2]
     side = max(height, width)
     if side > MAX_PADDED_SIDE:
         scale = MAX_PADDED_SIDE / side
         shrunk = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(shrunk, Image.Resampling.BILINEAR), dtype=np.uint8)
-        height, width = rgb.shape[:2]
+        pixels = np.asarray(Image.fromarray(pixels).resize(shrunk, Image.Resampling.BILINEAR), dtype=np.uint8)
+        height, width = pixels.shape[:2]
         side = max(height, width)
     if height != width:
-        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square = np.zeros((side, side, *pixels.shape[2:]), dtype=np.uint8)
         y0, x0 = (side - height) // 2, (side - width) // 2
-        square[y0 : y0 + height, x0 : x0 + width] = rgb
-        rgb = square
+        square[y0 : y0 + height, x0 : x0 + width] = pixels
+        pixels = square
     size = config.image_size
     if side != size:
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    return rgb
+        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return as_rgb(pixels)
 
 
 def preprocess(data: bytes, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Bytes of a JPEG/PNG/DICOM file to a ``uint8`` (size, size, 3) model input."""
-    return to_model_input(decode_image(data, max_pixels=max_pixels), config)
+    return to_model_input(decode_pixels(data, max_pixels=max_pixels), config)
 
 
 def thumbnail(rgb: np.ndarray, side: int = 32) -> np.ndarray:

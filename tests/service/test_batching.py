@@ -165,3 +165,28 @@ def test_stop_waits_for_a_request_still_decoding(make_batcher):
         return result
 
     assert asyncio.run(main())[0, 0] == 4
+
+
+def test_workers_infer_batches_side_by_side(make_batcher):
+    """With two workers (one per inference stream) two batches are inferred at once: each call waits at a
+    barrier that only opens when both are inside the model (one worker would time out there)."""
+    barrier = threading.Barrier(2, timeout=10)
+    model = FakeModel()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        barrier.wait()
+        return model(images)
+
+    batcher = make_batcher(predict, workers=2, max_batch_size=1)
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(classify(batcher, 1), classify(batcher, 2))
+
+    first, second = asyncio.run(main())
+    assert first[:, 0].tolist() == [1] and second[:, 0].tolist() == [2]
+    assert model.batches == [1, 1]
+
+
+def test_a_batcher_needs_a_worker():
+    with pytest.raises(ValueError, match="at least one worker"):
+        Batcher(FakeModel(), workers=0)

@@ -4,6 +4,8 @@ tolerance (1e-4 in f32; bf16, OpenVINO's default on CPUs with AVX512-BF16/AMX, w
 from __future__ import annotations
 
 import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import service.runtime as runtime_module
 from service.classifier import Classifier
 from service.preprocessing import PreprocessConfig, preprocess
-from service.runtime import ModelLoadError, load_runtime, resolve_runtime
+from service.runtime import ModelLoadError, inference_streams, load_runtime, resolve_runtime
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, make_settings
 
@@ -75,3 +77,63 @@ def test_missing_runtime_is_a_load_error(monkeypatch, model_root):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(ModelLoadError, match="runtime openvino is not installed"):
         load_runtime("openvino", model_root / "1", make_settings(model_root))
+
+
+def test_streams_auto_is_two_for_openvino_on_two_cpus(monkeypatch, model_root):
+    monkeypatch.setattr(runtime_module, "nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr(runtime_module, "usable_cpus", lambda: 2)
+    assert inference_streams(make_settings(model_root, runtime="openvino")) == 2
+    assert inference_streams(make_settings(model_root, runtime="auto")) == 2
+    assert inference_streams(make_settings(model_root, runtime="tensorflow")) == 1
+    assert inference_streams(make_settings(model_root, runtime="openvino", inference_streams=3)) == 3
+    monkeypatch.setattr(runtime_module, "usable_cpus", lambda: 1)
+    assert inference_streams(make_settings(model_root, runtime="openvino")) == 1
+
+
+def test_openvino_takes_uint8_and_float_images_alike(model_root, scans):
+    """The service feeds uint8 (converted inside the graph); float inputs, whole or not, take a float32
+    compilation: the same numbers either way."""
+    settings = make_settings(model_root, runtime="openvino", openvino_precision="f32", inference_streams=1)
+    runtime = load_runtime("openvino", model_root / "1", settings)
+    assert scans.dtype == np.uint8
+    as_uint8, as_float = runtime.outputs(scans[:8]), runtime.outputs(scans[:8].astype(np.float32))
+    for key in as_uint8:
+        np.testing.assert_allclose(as_uint8[key], as_float[key], rtol=0, atol=1e-6)
+    fractional = runtime.outputs(scans[:8].astype(np.float32) + 0.25)["probabilities"]
+    assert fractional.shape == (8, 4) and np.isfinite(fractional).all()
+
+
+class _GatedRequest:
+    """An infer request that waits for ``release`` once it has started (``entered``)."""
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def infer(self, inputs):
+        self.entered.set()
+        assert self.release.wait(30)
+        return self.request.infer(inputs)
+
+
+def test_openvino_streams_answer_like_one_stream_alone_and_side_by_side(model_root, scans):
+    """Two streams: a single image inferred alone takes the batch-1 latency compilation (every thread), a batch
+    that starts while another runs (or holds several images) takes a stream's request; all answer as the
+    single-stream runtime does (f32: to 1e-5)."""
+    one = load_runtime("openvino", model_root / "1", make_settings(model_root, openvino_precision="f32"))
+    two = load_runtime(
+        "openvino", model_root / "1", make_settings(model_root, openvino_precision="f32", inference_streams=2)
+    )
+    assert two.streams == 2
+    expected = one.outputs(scans[:16])["probabilities"]
+    np.testing.assert_allclose(two.outputs(scans[:8])["probabilities"], expected[:8], rtol=0, atol=1e-5)
+    gate = _GatedRequest(two._lone)
+    two._lone = gate
+    with ThreadPoolExecutor(1) as pool:
+        alone = pool.submit(two.outputs, scans[:1])
+        assert gate.entered.wait(30)
+        side_by_side = [two.outputs(scans[i : i + 1])["probabilities"] for i in range(8, 12)]  # lone one is held
+        side_by_side.append(two.outputs(scans[12:16])["probabilities"])
+        gate.release.set()
+        np.testing.assert_allclose(alone.result(30)["probabilities"], expected[:1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(side_by_side), expected[8:16], rtol=0, atol=1e-5)
