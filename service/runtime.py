@@ -74,12 +74,20 @@ def resolve_runtime(requested: str) -> str:
     return "openvino" if importlib.util.find_spec("openvino") is not None else "tensorflow"
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which container CPU sets narrow)."""
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity mask (container CPU sets narrow it), and at most the cgroup's
+    CPU quota rounded up (a Kubernetes CPU limit of 2 on a 64-core node is 2)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2 CPU controller here
+        pass
+    return cpus
 
 
 def inference_streams(settings: Settings) -> int:

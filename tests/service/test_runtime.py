@@ -137,3 +137,11 @@ def test_openvino_streams_answer_like_one_stream_alone_and_side_by_side(model_ro
         gate.release.set()
         np.testing.assert_allclose(alone.result(30)["probabilities"], expected[:1], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(side_by_side), expected[8:16], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("cpu_max", "limit"), [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1)])
+def test_usable_cpus_respects_the_cgroup_quota(tmp_path, cpu_max, limit):
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    assert runtime_module.usable_cpus(tmp_path / "cpu.max") == min(limit, runtime_module.usable_cpus(tmp_path / "none"))
+    (tmp_path / "unlimited").write_text("max 100000\n")
+    assert runtime_module.usable_cpus(tmp_path / "unlimited") == runtime_module.usable_cpus(tmp_path / "none")
