@@ -131,10 +131,11 @@ def _version_number(version_dir: Path, metadata: dict[str, Any]) -> int:
 
 
 def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
-    """Run the model on black images at each batch size and check the output is a probability per class."""
+    """Run the model on black images at each batch size and check the output is a probability per class. The
+    images are uint8, as the service's decoders make them: the path that requests take is the one warmed."""
     size = model.preprocess.image_size
     for n in sorted(set(batch_sizes)):
-        probs = model.predict(np.zeros((n, size, size, 3), dtype=np.float32))
+        probs = model.predict(np.zeros((n, size, size, 3), dtype=np.uint8))
         if probs.shape != (n, len(CLASSES)) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-2):
             raise ModelLoadError(f"model output has shape {probs.shape}; expected ({n}, {len(CLASSES)}) probabilities")
 

@@ -145,3 +145,12 @@ def test_usable_cpus_respects_the_cgroup_quota(tmp_path, cpu_max, limit):
     assert runtime_module.usable_cpus(tmp_path / "cpu.max") == min(limit, runtime_module.usable_cpus(tmp_path / "none"))
     (tmp_path / "unlimited").write_text("max 100000\n")
     assert runtime_module.usable_cpus(tmp_path / "unlimited") == runtime_module.usable_cpus(tmp_path / "none")
+
+
+def test_warm_up_warms_the_path_requests_take(model_root):
+    """Requests reach the runtime as uint8: warming up with them compiles no float32 model (memory, seconds)."""
+    classifier = Classifier(make_settings(model_root, runtime="openvino"))
+    assert classifier.load(), classifier.reason
+    assert classifier.model.runtime._float is None
+    classifier.model.runtime.outputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
+    assert classifier.model.runtime._float is not None
