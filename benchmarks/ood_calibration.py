@@ -377,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings(
-        _env_file=None, model_dir=args.model_dir, model_version=args.version, runtime=args.runtime, warmup=False
+        _env_file=None,
+        model_dir=args.model_dir,
+        model_version=args.version,
+        runtime=args.runtime,
+        warmup=False,
+        inference_streams=1,  # one caller: every thread on each batch
     )  # type: ignore[call-arg]
     version_dir = find_version_dir(args.model_dir, args.version)
     model = load_model(settings)

@@ -99,6 +99,8 @@ def predict_files(
 
     from service.classifier import load_model
 
+    if "inference_streams" not in settings.model_fields_set:  # one caller: every thread on each batch
+        settings = settings.model_copy(update={"inference_streams": 1})
     model = load_model(settings)
     thresholds = ood.thresholds(model.metadata, settings)
     size = batch_size or settings.max_batch_size

@@ -79,3 +79,30 @@ def test_predict_fails_only_when_nothing_was_scored(
     assert _read(out)["bad.png"]["skipped"].startswith("could not decode")
     code = main(["predict", str(bad), "--out", str(out), "--model-dir", str(tmp_path / "none"), "--no-progress"])
     assert code == 1 and "model not loaded" in capsys.readouterr().err
+
+
+def test_predict_runs_every_thread_on_each_batch_unless_told(
+    tmp_path: Path, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One caller scores batch after batch: one OpenVINO stream with every thread, not two streams that would
+    leave half the CPU idle (an explicit MRI_INFERENCE_STREAMS still wins)."""
+    import service.classifier
+    from service.config import Settings
+    from training.predict import predict_files
+
+    seen: list[int] = []
+    real = service.classifier.load_model
+
+    def spy(settings: Settings, *args: object) -> object:
+        seen.append(settings.inference_streams)
+        return real(settings, *args)
+
+    monkeypatch.setattr(service.classifier, "load_model", spy)
+    image = tmp_path / "a.jpg"
+    image.write_bytes(images.jpeg(30))
+    rows = list(predict_files([image], make_settings(model_root), progress=False))
+    monkeypatch.setenv("MRI_INFERENCE_STREAMS", "2")
+    rows += list(
+        predict_files([image], Settings(_env_file=None, model_dir=model_root, runtime="tensorflow"), progress=False)
+    )  # type: ignore[call-arg]
+    assert seen == [1, 2] and len(rows) == 2
