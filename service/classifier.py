@@ -29,7 +29,15 @@ from service.config import Settings
 from service.errors import ModelNotReadyError
 from service.labels import CLASSES, NUM_CLASSES, ClassOrderError, check_class_order
 from service.preprocessing import PreprocessConfig
-from service.runtime import OOD_OUTPUT, OUTPUT_NAME, ModelLoadError, Runtime, load_runtime, resolve_runtime
+from service.runtime import (
+    OOD_OUTPUT,
+    OUTPUT_NAME,
+    ModelLoadError,
+    Runtime,
+    inference_streams,
+    load_runtime,
+    resolve_runtime,
+)
 from service.tta import outputs_with_tta
 from service.versions import METADATA_FILE, find_version_dir
 
@@ -237,12 +245,13 @@ class Classifier:
         metrics.set_model_info(info.name, info.version, info.runtime, info.device, info.precision)
         metrics.MODEL_READY.set(1)
         log.info(
-            "serving %s version %d on %s (%s, %s) after %.1f s",
+            "serving %s version %d on %s (%s, %s, %d inference stream(s)) after %.1f s",
             info.name,
             info.version,
             info.runtime,
             info.device,
             info.precision,
+            inference_streams(self.settings),
             info.load_seconds,
         )
 
