@@ -92,6 +92,7 @@ class LoadedModel:
     def infer(self, images: np.ndarray) -> np.ndarray:
         """uint8 or float images [N, S, S, 3] in [0, 255] -> ``OUTPUT_DTYPE`` rows [N] (with the configured TTA).
         uint8 images go to the runtime as they are (OpenVINO converts them inside the graph)."""
+        images = np.asarray(images)
         x = images if images.dtype == np.uint8 else np.asarray(images, dtype=np.float32)
         return output_rows(outputs_with_tta(self.runtime.outputs, x, self.info.tta))
 

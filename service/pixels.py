@@ -58,11 +58,6 @@ def window_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
-def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    """(H, W) -> (H, W, 3), the same value in each channel."""
-    return np.stack((gray, gray, gray), axis=-1)
-
-
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Decoded pixels (a (H, W) grey plane or (H, W, 3) RGB) as (H, W, 3) RGB."""
-    return gray_to_rgb(pixels) if pixels.ndim == 2 else pixels
+    """Decoded pixels (a (H, W) grey plane or (H, W, 3) RGB) as (H, W, 3) RGB: a plane goes in each channel."""
+    return np.stack((pixels, pixels, pixels), axis=-1) if pixels.ndim == 2 else pixels
