@@ -6,24 +6,37 @@ MODEL_DIR ?= models/mri-classifier
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
-.PHONY: venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
+.PHONY: venv serve-venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
 # Every install is from the hashed lock files (requirements/*.lock, see `make lock`), then the project itself
-# without dependencies. The kubectl-layer wheel ships kubectl for tests/deploy (--no-deps: its dependencies
-# are 460 MB of AWS CDK that nothing uses). The same no-deps lock holds the kserve SDK, whose generated
-# models check the InferenceService (its model server's grpcio-tools pin would downgrade TensorFlow's protobuf).
-$(VENV)/.installed: pyproject.toml requirements/dev.lock requirements/build.lock requirements/kubectl.lock
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes -r requirements/build.lock
-	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
-	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/kubectl.lock
+# without dependencies. The installer comes first, from its own lock (requirements/bootstrap.lock): the pip that a
+# Python brings differs from machine to machine (23.0.1 in Debian 12, 23.2.1 in pyenv's 3.11.7) and the old ones
+# refuse the dev lock under --require-hashes. Two stages: `make run` needs only the serving lock; `make test` adds
+# the development lock (a superset with the same pins) and kubectl. The kubectl-layer wheel ships kubectl for
+# tests/deploy (--no-deps: its dependencies are 460 MB of AWS CDK that nothing uses). The same no-deps lock holds
+# the kserve SDK, whose generated models check the InferenceService (its model server's grpcio-tools pin would
+# downgrade TensorFlow's protobuf).
+PIP_INSTALL = $(PY) -m pip install -q --require-hashes
+
+$(VENV)/.serve: pyproject.toml requirements/bootstrap.lock requirements/build.lock requirements/serve.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements/bootstrap.lock
+	$(PIP_INSTALL) -r requirements/build.lock
+	$(PIP_INSTALL) -r requirements/serve.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.installed: $(VENV)/.serve requirements/dev.lock requirements/kubectl.lock
+	$(PIP_INSTALL) -r requirements/dev.lock
+	$(PIP_INSTALL) --no-deps -r requirements/kubectl.lock
+	touch $@
 
-run: venv  ## serve the shipped model on http://$(HOST):$(PORT) (HOST=0.0.0.0 to let other machines in)
+serve-venv: $(VENV)/.serve  ## the serving environment only (what `make run` needs)
+
+venv: $(VENV)/.installed  ## the whole development environment (tests, benchmarks, training)
+
+run: serve-venv  ## serve the shipped model on http://$(HOST):$(PORT) (HOST=0.0.0.0 to let other machines in)
 	$(VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 lint: venv
@@ -118,12 +131,13 @@ k8s-render: venv  ## render the Kubernetes overlays into build/k8s/{cpu,gpu}.yam
 #   train.lock    extras train + aws   the training images
 #   dev.lock      extra dev            make venv, CI
 #   build.lock    requirements/build.in    setuptools and wheel, to build the project's own wheel
+#   bootstrap.lock requirements/bootstrap.in  pip itself, installed first everywhere
 #   lite0.lock    requirements/lite0.in    the train image's Lite0 weights stage
 #   kubectl.lock  requirements/kubectl.in  kubectl for tests/deploy (installed --no-deps)
 # `make lock` keeps every existing pin that still fits (uv reads the old lock as preferences): after adding a
 # dependency to pyproject.toml only what is new is resolved. uv and pip-audit live in their own tool venv.
 TOOLS_VENV ?= build/tools-venv
-LOCKS := $(addprefix requirements/,serve.lock train.lock dev.lock build.lock lite0.lock kubectl.lock)
+LOCKS := $(addprefix requirements/,serve.lock train.lock dev.lock bootstrap.lock build.lock lite0.lock kubectl.lock)
 UV_COMPILE = $(TOOLS_VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
 	$(if $(wildcard $(CA_BUNDLE)),--native-tls)
 .PHONY: lock audit load-test
@@ -137,7 +151,7 @@ lock: $(TOOLS_VENV)/.installed  ## re-resolve requirements/*.lock from pyproject
 	$(UV_COMPILE) pyproject.toml --extra serve --extra aws -o requirements/serve.lock
 	$(UV_COMPILE) pyproject.toml --extra train --extra aws -o requirements/train.lock
 	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.lock
-	for name in build lite0; do $(UV_COMPILE) requirements/$$name.in -o requirements/$$name.lock || exit 1; done
+	for name in bootstrap build lite0; do $(UV_COMPILE) requirements/$$name.in -o requirements/$$name.lock || exit 1; done
 	$(UV_COMPILE) --no-deps requirements/kubectl.in -o requirements/kubectl.lock
 
 # Needs internet (PyPI's vulnerability data); kept out of `make test` and CI on purpose: without a reachable

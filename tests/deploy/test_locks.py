@@ -19,7 +19,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: lock file -> the extras it holds (what `make lock` compiles)
 LOCK_EXTRAS = {"serve.lock": ("serve", "aws"), "train.lock": ("train", "aws"), "dev.lock": ("dev",)}
 #: lock file -> its input file
-LOCK_INPUTS = {"build.lock": "build.in", "lite0.lock": "lite0.in", "kubectl.lock": "kubectl.in"}
+LOCK_INPUTS = {"bootstrap.lock": "bootstrap.in", "build.lock": "build.in", "lite0.lock": "lite0.in", "kubectl.lock": "kubectl.in"}
 _ENTRY = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+?)(?: ;[^\\\n]*)? \\\n((?:    --hash=sha256:[0-9a-f]{64}.*\n)+)", re.M
 )
@@ -126,3 +126,17 @@ def test_the_installed_venv_matches_the_dev_lock() -> None:
         if installed not in pinned.get(name, set()):
             mismatched.append(f"{name} {installed} (lock: {sorted(map(str, pinned.get(name, set())))})")
     assert not mismatched, mismatched
+
+
+def test_the_installer_comes_from_its_own_lock_first() -> None:
+    """Every venv gets pip from bootstrap.lock before any other lock (an interpreter's own pip may be too old), and
+    the serving environment that `make run` builds installs no development lock."""
+    makefile = (ROOT / "Makefile").read_text()
+    serve = makefile[makefile.index("$(VENV)/.serve:") : makefile.index("$(VENV)/.installed:")]
+    steps = [line.strip() for line in serve.splitlines()[1:] if line.startswith("\t")]
+    assert "requirements/bootstrap.lock" in steps[1], steps
+    assert all("dev.lock" not in step for step in steps)
+    assert "requirements/serve.lock" in serve
+    run = makefile[makefile.index("\nrun:") :].splitlines()[1]
+    assert "serve-venv" in run and "venv " not in run.replace("serve-venv", "")
+    assert pins(ROOT / "requirements" / "bootstrap.lock").keys() == {"pip"}
