@@ -96,3 +96,62 @@ def test_example_answers_match_a_live_answer(client):
             problems += checks.example_problems(example, live, CLASSES, version, required, _id(page))
     assert seen >= 4, "the example answers were not found: the test would prove nothing"
     assert problems == []
+
+
+def test_the_ingress_example_is_a_valid_manifest_for_the_service():
+    import kubernetes_validate
+    import yaml
+
+    text = (checks.ROOT / "docs" / "kubernetes.md").read_text()
+    manifests = [yaml.safe_load(b.body) for b in checks.code_blocks(text) if b.language == "yaml"]
+    ingresses = [m for m in manifests if isinstance(m, dict) and m.get("kind") == "Ingress"]
+    assert len(ingresses) == 1
+    ingress = ingresses[0]
+    kubernetes_validate.validate(ingress, kubernetes_validate.utils.latest_version(), strict=True)
+    service = yaml.safe_load((checks.ROOT / "k8s" / "base" / "service.yaml").read_text())
+    ports = {port["name"] for port in service["spec"]["ports"]}
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    for path in paths:
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"] and backend["port"]["name"] in ports
+    exposed = {p["path"] for p in paths}
+    assert not {"/metrics", "/healthz", "/readyz", "/ping"} & exposed  # open without a key: not published
+    assert ingress["spec"]["tls"] and ingress["metadata"]["namespace"] == "mri-classifier"
+
+
+def test_shipped_files_hold_no_machine_paths():
+    folders = ("service", "training", "benchmarks", "docker", "k8s", "docs")
+    files = [checks.ROOT / "Makefile"] + [p for f in folders for p in (checks.ROOT / f).rglob("*") if p.is_file()]
+    offending = [
+        p.relative_to(checks.ROOT).as_posix()
+        for p in files
+        if p.suffix not in (".png", ".pb", ".csv") and "/work/" in p.read_text(errors="ignore")
+    ]
+    assert offending == []
+
+
+def test_the_sample_slice_is_a_small_grey_png_the_service_answers(client):
+    from PIL import Image
+
+    path = checks.ROOT / "docs" / "sample-slice.png"
+    assert path.stat().st_size < 64_000
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "L"
+    answer = client.post("/predict", files={"file": ("sample-slice.png", path.read_bytes(), "image/png")})
+    assert answer.status_code == 200
+    assert answer.json()["predictions"][0]["check"]["likely_mri"] is True
+
+
+def test_make_run_takes_the_mri_settings_from_the_environment():
+    import os
+    import subprocess
+
+    env = {**os.environ, "MRI_HOST": "0.0.0.0", "MRI_PORT": "9099", "MRI_MODEL_DIR": "/models/x"}
+    env.pop("HOST", None), env.pop("PORT", None), env.pop("MODEL_DIR", None)
+
+    def serve_line(*args: str) -> str:
+        out = subprocess.run(["make", "-n", "run", *args], cwd=checks.ROOT, env=env, capture_output=True, text=True)
+        return next(line for line in out.stdout.splitlines() if " serve " in line)
+
+    assert serve_line().endswith("serve --model-dir /models/x --host 0.0.0.0 --port 9099")
+    assert "--host 10.1.2.3 " in serve_line("HOST=10.1.2.3")  # the command line wins
