@@ -2,9 +2,11 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODEL_DIR ?= models/mri-classifier
-PORT ?= 8080
-HOST ?= 127.0.0.1
+# `make run` serves with these; MRI_MODEL_DIR, MRI_PORT and MRI_HOST in the environment set them too, and a
+# command-line assignment (make run HOST=0.0.0.0) wins over both.
+MODEL_DIR ?= $(or $(MRI_MODEL_DIR),models/mri-classifier)
+PORT ?= $(or $(MRI_PORT),8080)
+HOST ?= $(or $(MRI_HOST),127.0.0.1)
 
 .PHONY: venv serve-venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
@@ -36,7 +38,7 @@ serve-venv: $(VENV)/.serve  ## the serving environment only (what `make run` nee
 
 venv: $(VENV)/.installed  ## the whole development environment (tests, benchmarks, training)
 
-run: serve-venv  ## serve the shipped model on http://$(HOST):$(PORT) (HOST=0.0.0.0 to let other machines in)
+run: serve-venv  ## serve $(MODEL_DIR) on http://$(HOST):$(PORT) (HOST=0.0.0.0 or MRI_HOST=0.0.0.0 to let other machines in)
 	$(VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 lint: venv

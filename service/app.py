@@ -25,7 +25,7 @@ from service.classifier import Classifier, ModelState
 from service.config import Settings, get_settings
 from service.errors import ServiceError
 from service.limits import add_guards
-from service.middleware import MetricsMiddleware
+from service.middleware import REQUEST_ID_HEADER, MetricsMiddleware, RequestIdMiddleware, current_request_id
 from service.reload import ModelWatcher
 from service.routes import explain, health, predict, sagemaker, tfserving, ui, v2
 from service.runtime import inference_streams
@@ -63,7 +63,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     route = getattr(request.scope.get("route"), "path", "unmatched")
     log.error("unhandled error on %s %s", request.method, route, exc_info=exc)
-    return JSONResponse({"error": INTERNAL_ERROR}, status_code=500)
+    # answered outside RequestIdMiddleware (Starlette's outermost handler), so the ID is added here
+    return JSONResponse({"error": INTERNAL_ERROR}, status_code=500, headers={REQUEST_ID_HEADER: current_request_id()})
 
 
 #: The one place where exceptions become HTTP answers: ``{"error": reason}`` with the exception's status.
@@ -131,8 +132,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
         )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, a refusal by the guards too, carries it
     for router in (predict.router, explain.router, health.router, sagemaker.router, tfserving.router, ui.router):
         app.include_router(router)
     app.include_router(v2.router)  # the Open Inference Protocol (KServe V2)

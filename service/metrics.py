@@ -48,6 +48,13 @@ MODEL_RELOADS = Counter(
     ["result"],
 )
 PREDICTIONS = Counter(f"{PREFIX}_predictions_total", "Predicted class of each classified image.", ["label"])
+WARNINGS = Counter(
+    f"{PREFIX}_warnings_total",
+    "Classified images whose answer carries a warning, by reason (colour_image, bright_background, "
+    "low_confidence, unlike_training; an image with two reasons counts under both). Divided by "
+    "mri_predictions_total, it is the warning rate per reason: a rise in unlike_training is drift.",
+    ["reason"],
+)
 CONFIDENCE = Histogram(
     f"{PREFIX}_prediction_confidence",
     "Probability of the predicted class.",

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from service import metrics
 from service.batching import Batcher, Predictor
 from service.config import Settings
 from service.pipeline import classify
@@ -50,6 +51,8 @@ MESSAGES = {
     REASON_CONFIDENCE: "the model is unsure (low top probability)",
     REASON_UNFAMILIAR: "the image is unlike the images this model was trained on, so its answer is less reliable",
 }
+for _reason in MESSAGES:  # every reason is exported from the start (0), so a rate is defined before the first
+    metrics.WARNINGS.labels(reason=_reason)
 
 
 @dataclass(frozen=True)
@@ -250,8 +253,9 @@ async def classify_checked(
     batcher: Batcher, model: Predictor, count: int, decode: Callable[[], np.ndarray], thresholds: Thresholds
 ) -> tuple[np.ndarray, np.ndarray, list[Check]]:
     """``pipeline.classify`` (on ``model``) that also keeps the decoded images and checks them:
-    (images, probs, checks). The batcher answers ``service.classifier.OUTPUT_DTYPE`` rows (probabilities and
-    the model's ood_score); the image statistics are computed in the decode thread, never on the loop."""
+    (images, probs, checks); each warning's reasons are counted in ``mri_warnings_total``. The batcher answers
+    ``service.classifier.OUTPUT_DTYPE`` rows (probabilities and the model's ood_score); the image statistics are
+    computed in the decode thread, never on the loop."""
     kept: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
 
     def decode_and_measure() -> np.ndarray:
@@ -262,7 +266,11 @@ async def classify_checked(
     rows = await classify(batcher, model, count, decode_and_measure)
     (images, image_stats), probs = kept[0], np.asarray(rows[OUTPUT_NAME])
     stats = with_model_outputs(image_stats, probs, np.asarray(rows[OOD_OUTPUT]))
-    return images, probs, check_scores(stats, thresholds)
+    checks = check_scores(stats, thresholds)
+    for result in checks:
+        for reason in result.reasons:
+            metrics.WARNINGS.labels(reason=reason).inc()
+    return images, probs, checks
 
 
 def attach(response: PredictResponse, checks: list[Check]) -> PredictResponse:

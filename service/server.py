@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service import model_source
 from service.config import LogLevel, RuntimeName, Settings
+from service.middleware import RequestIdFilter
 from service.tta import TTA_MODES
 
 log = logging.getLogger("service")
@@ -54,8 +55,12 @@ def run(argv: Sequence[str]) -> int:
         sys.stderr.write(f"mri-classifier serve: invalid settings:\n{exc}\n")
         return 2
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+        force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())  # the request's X-Request-ID on each line, the access log's too
     import uvicorn
 
     from service.app import create_app

@@ -68,6 +68,19 @@ class LoadedImages:
         return np.array([s.label for s in self.samples], dtype=np.int64)
 
 
+def _not_an_image_reason(path: Path) -> str:
+    """Why a file is not listed: files are chosen by extension, so a DICOM export without ``.dcm`` is named as
+    such in the report (its preamble says DICM) rather than passed over."""
+    try:
+        with path.open("rb") as f:
+            is_dicom = f.read(132)[128:] == b"DICM"
+    except OSError:
+        is_dicom = False
+    if is_dicom:
+        return f"DICOM file without a .dcm extension ({path.suffix or 'no suffix'}): rename it to *.dcm"
+    return f"not an image file ({path.suffix or 'no suffix'})"
+
+
 def scan_folder(root: str | Path, require_all_classes: bool = True) -> tuple[list[Sample], list[tuple[str, str]]]:
     """List the images of a one-folder-per-class dataset.
 
@@ -95,7 +108,7 @@ def scan_folder(root: str | Path, require_all_classes: bool = True) -> tuple[lis
                 continue
             rel = path.relative_to(root).as_posix()
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append((rel, f"not an image file ({path.suffix or 'no suffix'})"))
+                skipped.append((rel, _not_an_image_reason(path)))
                 continue
             samples.append(Sample(path=path, label=CLASSES.index(label), rel=rel))
     if not samples:

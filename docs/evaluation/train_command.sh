@@ -1,5 +1,6 @@
 #!/bin/bash
-# The command that trained the shipped model (models/mri-classifier/2); about 55 min on 2 CPU cores.
+# The command that trained version 2, the fine-tuned half of the shipped WiSE-FT model version 3
+# (docs/evaluation/v3/ mixes it with a linear probe); about 55 min on 2 CPU cores.
 # The recipe is docker/hyperparameters.json (the one source: the train image, compose, Kubernetes and SageMaker
 # use the same file), with the weights file made by `make lite0-weights` instead of the image's copy.
 # Writes runs/shipped/{model,work}; add --resume to continue after an interruption.

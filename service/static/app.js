@@ -1,5 +1,6 @@
-// The MRI classifier page: upload one image to /explain, show the probabilities, the check and the Grad-CAM.
-// No framework and nothing loaded from outside the service.
+// The MRI classifier page: upload one image to /predict and show the probabilities and the check (with its
+// reasons when it warns); ask /explain for the Grad-CAM only when the heatmap is wanted (it costs several times a
+// prediction). No framework and nothing loaded from outside the service.
 "use strict";
 
 const CLASS_LABELS = {
@@ -19,8 +20,26 @@ const STATUS_TEXT = {
   503: "The service is not ready or is busy; try again in a moment",
 };
 
+// What each reason of the answer's check means (service/ood.py); an unknown reason is shown by its name.
+const REASON_TEXT = {
+  colour_image: "The image is in colour; MRI slices are grayscale.",
+  bright_background: "The image has no dark background around the anatomy, unlike an MRI slice.",
+  low_confidence: "The model is unsure: its top probability is low.",
+  unlike_training: "The image is unlike the images the model was trained on, so its answer is less reliable.",
+};
+
 const $ = (id) => document.getElementById(id);
-const state = { imageUrl: null, overlayUrl: null, objectUrl: null, file: null, dicomUrls: [] };
+// upload: a counter, so that a heatmap arriving for an earlier file is ignored; explaining: a /explain in flight.
+const state = {
+  imageUrl: null,
+  overlayUrl: null,
+  objectUrl: null,
+  file: null,
+  dicom: false,
+  dicomUrls: [],
+  upload: 0,
+  explaining: null,
+};
 // The parts of /explain?output=dicom, in the order the service sends them.
 const DICOM_PARTS = [
   { name: "structured-report.dcm", label: "Structured report (probabilities, predicted class)" },
@@ -69,13 +88,21 @@ function showPlaceholder(text) {
 }
 
 function updateImage() {
-  if (!state.imageUrl) return;
   const toggle = $("heatmap-toggle");
   if (toggle.checked && state.overlayUrl) {
     showImage(state.overlayUrl, "Grad-CAM heatmap blended on the image the model sees");
-  } else {
+  } else if (state.imageUrl) {
     showImage(state.imageUrl, "The image the model sees (padded to a square and resized)");
+  } else if (state.objectUrl) {
+    showImage(state.objectUrl, "Your image");
+  } else if (state.dicom) {
+    showPlaceholder("DICOM file: tick \u201cShow Grad-CAM heatmap\u201d to see the image the model sees.");
   }
+}
+
+async function onHeatmapToggle() {
+  updateImage();
+  if ($("heatmap-toggle").checked && state.file && !state.overlayUrl) await explain(state.upload);
 }
 
 async function isDicom(file) {
@@ -89,9 +116,9 @@ async function showLocalPreview(file) {
   state.objectUrl = null;
   state.imageUrl = null;
   state.overlayUrl = null;
-  $("heatmap-toggle").disabled = true;
-  if (await isDicom(file)) {
-    showPlaceholder("DICOM file: the preprocessed image appears after the analysis.");
+  state.dicom = await isDicom(file);
+  if (state.dicom) {
+    showPlaceholder("DICOM file: the result appears after the analysis.");
     return;
   }
   state.objectUrl = URL.createObjectURL(file);
@@ -134,11 +161,14 @@ function renderBars(probabilities, predicted) {
   }
 }
 
+// The caution and every reason the check gives (one list item each), whenever the answer warns.
 function renderWarning(check) {
   const box = $("warning");
+  const list = $("warning-reasons");
+  list.replaceChildren();
   if (!check || !check.warning) {
     box.hidden = true;
-    box.textContent = "";
+    $("warning-text").textContent = "";
     return;
   }
   let what = "The model is unsure about this image.";
@@ -147,28 +177,80 @@ function renderWarning(check) {
   } else if (check.familiar === false) {
     what = "This image is unlike the images the model was trained on.";
   }
-  box.textContent = `Caution: ${what} ${check.message ? `(${check.message}.)` : ""} Do not rely on this result.`;
+  $("warning-text").textContent = `Caution: ${what} Do not rely on this result. Why:`;
+  for (const reason of check.reasons || []) {
+    const item = document.createElement("li");
+    item.dataset.reason = reason;
+    item.textContent = REASON_TEXT[reason] || reason;
+    list.append(item);
+  }
   box.hidden = false;
 }
 
+// A /predict answer (one image).
 function render(answer) {
-  const prediction = answer.prediction;
-  const explanation = answer.explanation;
+  const prediction = answer.predictions[0];
   $("predicted-class").textContent = classLabel(prediction.label);
   $("predicted-class").dataset.class = prediction.label;
   $("predicted-confidence").textContent = percent(prediction.confidence);
   renderBars(prediction.probabilities, prediction.label);
   renderWarning(prediction.check);
   $("result-model").textContent = `${answer.model_name} version ${answer.model_version}`;
-  $("explained-class").textContent = classLabel(explanation.class_name);
-  $("explain-device").textContent = explanation.device;
-  state.imageUrl = `data:image/png;base64,${explanation.image_png}`;
-  state.overlayUrl = `data:image/png;base64,${explanation.overlay_png}`;
-  const toggle = $("heatmap-toggle");
-  toggle.disabled = false;
+  $("explain-line").hidden = true;
   updateImage();
   $("result").hidden = false;
   setStatus(`Done: ${classLabel(prediction.label)} ${percent(prediction.confidence)}.`);
+}
+
+// A /explain answer: the heatmap of the predicted class and the image the model saw.
+function renderExplanation(answer) {
+  const explanation = answer.explanation;
+  $("explained-class").textContent = classLabel(explanation.class_name);
+  $("explain-device").textContent = explanation.device;
+  $("explain-line").hidden = false;
+  state.imageUrl = `data:image/png;base64,${explanation.image_png}`;
+  state.overlayUrl = `data:image/png;base64,${explanation.overlay_png}`;
+  updateImage();
+}
+
+async function errorText(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;
+  }
+  const reason = (body && (body.error || body.detail)) || response.statusText || "no reason given";
+  const what = STATUS_TEXT[response.status] || "The request failed";
+  return `${what} (HTTP ${response.status}): ${typeof reason === "string" ? reason : JSON.stringify(reason)}`;
+}
+
+// Ask /explain for the file of upload number `upload` (once; an answer for an earlier upload is dropped).
+async function explain(upload) {
+  if (state.explaining === upload) return;
+  state.explaining = upload;
+  const form = new FormData();
+  form.append("file", state.file);
+  setStatus("Computing the heatmap…");
+  try {
+    const headers = { Accept: "application/json", ...authHeaders() };
+    const response = await fetch("/explain", { method: "POST", body: form, headers });
+    if (upload !== state.upload) return;
+    if (!response.ok) {
+      setStatus("The heatmap failed.");
+      showError(await errorText(response));
+      return;
+    }
+    renderExplanation(await response.json());
+    setStatus("Heatmap ready.");
+  } catch (err) {
+    if (upload === state.upload) {
+      setStatus("The heatmap failed.");
+      showError("The service could not be reached. Is it still running?");
+    }
+  } finally {
+    if (state.explaining === upload) state.explaining = null;
+  }
 }
 
 function authHeaders() {
@@ -259,6 +341,8 @@ async function downloadDicom() {
 }
 
 async function analyse(file) {
+  state.upload += 1;
+  const upload = state.upload;
   clearError();
   $("result").hidden = true;
   state.file = null;
@@ -270,23 +354,16 @@ async function analyse(file) {
   let response;
   try {
     const headers = { Accept: "application/json", ...authHeaders() };
-    response = await fetch("/explain", { method: "POST", body: form, headers });
+    response = await fetch("/predict", { method: "POST", body: form, headers });
   } catch (err) {
     setStatus("Failed.");
     showError("The service could not be reached. Is it still running?");
     return;
   }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch (err) {
-    body = null;
-  }
+  if (upload !== state.upload) return;
   if (!response.ok) {
-    const reason = (body && (body.error || body.detail)) || response.statusText || "no reason given";
-    const what = STATUS_TEXT[response.status] || "The request failed";
     setStatus("Failed.");
-    showError(`${what} (HTTP ${response.status}): ${typeof reason === "string" ? reason : JSON.stringify(reason)}`);
+    showError(await errorText(response));
     if (response.status === 401) {
       $("api-key-box").hidden = false;
       $("api-key").focus();
@@ -294,9 +371,10 @@ async function analyse(file) {
     if (!state.objectUrl) showPlaceholder("No image to show.");
     return;
   }
-  render(body);
   state.file = file;
-  resetDicomResults(await isDicom(file));
+  render(await response.json());
+  resetDicomResults(state.dicom);
+  if ($("heatmap-toggle").checked) await explain(upload);
 }
 
 async function loadModelInfo() {
@@ -319,7 +397,7 @@ function setUp() {
   input.addEventListener("change", () => {
     if (input.files && input.files[0]) analyse(input.files[0]);
   });
-  $("heatmap-toggle").addEventListener("change", updateImage);
+  $("heatmap-toggle").addEventListener("change", onHeatmapToggle);
   $("download-dicom").addEventListener("click", downloadDicom);
   $("api-key").value = sessionStorage.getItem("mri-api-key") || "";
   $("api-key-box").hidden = !$("api-key").value;

@@ -19,6 +19,7 @@ from training.data import (
     load_images,
     scan_folder,
     stratified_split,
+    without_file_names,
 )
 
 CFG = PreprocessConfig(image_size=32)
@@ -68,8 +69,15 @@ def test_unreadable_and_non_image_files_are_counted_not_silently_dropped(tmp_pat
     shutil.copytree(synthetic_dataset.train, root)
     (root / "glioma_tumor" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (root / "glioma_tumor" / "notes.txt").write_text("hello")
+    (root / "glioma_tumor" / "IM000001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # a PACS export's name
     samples, skipped = scan_folder(root)
     assert ("glioma_tumor/notes.txt", "not an image file (.txt)") in skipped
+    reason = "DICOM file without a .dcm extension (no suffix): rename it to *.dcm"
+    assert ("glioma_tumor/IM000001", reason) in skipped
+    assert without_file_names({"skipped_files": [{"file": f, "reason": r} for f, r in skipped]})["skipped_files"] == {
+        "count": 2,
+        "reasons": {reason: 1, "not an image file (.txt)": 1},
+    }
     data = load_images(samples, CFG, skipped, progress=False)
     reasons = dict(data.skipped)
     assert "glioma_tumor/broken.jpg" in reasons and "glioma_tumor/notes.txt" in reasons

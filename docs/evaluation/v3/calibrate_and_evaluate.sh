@@ -1,11 +1,13 @@
+# Run from the repository root; DATA is the folder holding brain-tumor-mri/ and external-dev/.
+DATA=${DATA:-../shared/data}
 test -f scratch/wise_model/3/saved_model.pb || { echo "no wise model"; exit 0; }
-nice /work/main/.venv/bin/python benchmarks/ood_calibration.py --model-dir scratch/wise_model --version 3 \
-  --data /work/shared/data/brain-tumor-mri --external-dev /work/shared/data/external-dev \
-  --test-folder /work/shared/data/brain-tumor-mri/Testing --json scratch/ood_wise.json --write > scratch/cal_wise.log 2>&1
-nice /work/main/.venv/bin/python -m training.cli evaluate --model scratch/wise_model/3 \
-  --data /work/shared/data/brain-tumor-mri/Testing --train-data /work/shared/data/brain-tumor-mri/Training \
+nice .venv/bin/python benchmarks/ood_calibration.py --model-dir scratch/wise_model --version 3 \
+  --data "$DATA"/brain-tumor-mri --external-dev "$DATA"/external-dev \
+  --test-folder "$DATA"/brain-tumor-mri/Testing --json scratch/ood_wise.json --write > scratch/cal_wise.log 2>&1
+nice .venv/bin/python -m training.cli evaluate --model scratch/wise_model/3 \
+  --data "$DATA"/brain-tumor-mri/Testing --train-data "$DATA"/brain-tumor-mri/Training \
   --out scratch/eval_wise --no-progress > scratch/eval_wise.log 2>&1
-nice /work/main/.venv/bin/python - > scratch/tp_wise.log 2>&1 <<'PY'
+nice .venv/bin/python - > scratch/tp_wise.log 2>&1 <<'PY'
 import time, numpy as np
 from pathlib import Path
 from service.config import Settings

@@ -1,6 +1,8 @@
 """WiSE-FT: evaluate two more mixes, choose alpha (val accuracy >= shipped, then best external-dev accuracy),
 export the chosen mix with the ood_score bank and a validation temperature to scratch/wise_model/3."""
 import json, time, shutil
+import os
+DATA = os.environ.get("DATA", "../shared/data")  # the folder holding brain-tumor-mri/ and external-dev/
 from pathlib import Path
 import numpy as np, keras
 from sklearn.linear_model import LogisticRegression
@@ -15,8 +17,8 @@ from training import data as ds
 t0 = time.time()
 meta = json.load(open("models/mri-classifier/3/metadata.json"))
 cfg = PreprocessConfig.from_dict(meta["preprocessing"])
-loaded, tr, va = recreate_split("/work/shared/data/brain-tumor-mri/Training", meta, cfg)
-ext_s, ext_k = ds.scan_folder("/work/shared/data/external-dev", require_all_classes=False)
+loaded, tr, va = recreate_split(f"{DATA}/brain-tumor-mri/Training", meta, cfg)
+ext_s, ext_k = ds.scan_folder(f"{DATA}/external-dev", require_all_classes=False)
 ext = ds.load_images(ext_s, cfg, ext_k, progress=False)
 Xva, yva, Xex, yex, ytr = loaded.images[va], loaded.labels[va], ext.images, ext.labels, loaded.labels[tr]
 F = dict(np.load("scratch/lp_feats.npz"))

@@ -1,6 +1,8 @@
 """WiSE-FT trial: LP on frozen ImageNet Lite0 features of the training split, then interpolate all weights
 between the LP model and the shipped fine-tuned model; measure each mix on validation and external-dev."""
 import json, time
+import os
+DATA = os.environ.get("DATA", "../shared/data")  # the folder holding brain-tumor-mri/ and external-dev/
 import numpy as np, keras
 from sklearn.linear_model import LogisticRegression
 from training.model import build_model, EMBEDDING_LAYER, LOGITS_LAYER
@@ -12,8 +14,8 @@ from training import data as ds
 t0 = time.time()
 meta = json.load(open("models/mri-classifier/3/metadata.json"))
 cfg = PreprocessConfig.from_dict(meta["preprocessing"])
-loaded, tr, va = recreate_split("/work/shared/data/brain-tumor-mri/Training", meta, cfg)
-ext_s, ext_k = ds.scan_folder("/work/shared/data/external-dev", require_all_classes=False)
+loaded, tr, va = recreate_split(f"{DATA}/brain-tumor-mri/Training", meta, cfg)
+ext_s, ext_k = ds.scan_folder(f"{DATA}/external-dev", require_all_classes=False)
 ext = ds.load_images(ext_s, cfg, ext_k, progress=False)
 Xtr, ytr = loaded.images[tr], loaded.labels[tr]
 Xva, yva = loaded.images[va], loaded.labels[va]
