@@ -291,7 +291,7 @@ if want serve; then
     passed "serve in container (routes, healthcheck, SIGTERM)" $((SECONDS - t))
 
     t=$SECONDS
-    log "fetch-model in the service image (the Kubernetes init container): https-style download of model.tar.gz"
+    log "fetch-model in the service image (the Kubernetes init container): download of model.tar.gz (--allow-http: a local server)"
     rm -rf "$WORK/www" "$WORK/fetched" && mkdir -p "$WORK/www" "$WORK/fetched"
     version=$(find "$ML/model" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)
     tar -C "$ML/model" -czf "$WORK/www/model.tar.gz" "$version"
@@ -300,7 +300,7 @@ if want serve; then
     WWW_PID=$!
     sleep 1
     podman run --rm --network host "${HARDENED[@]}" -v "$WORK/fetched:/opt/ml/model" "$SERVICE_IMAGE" \
-        fetch-model http://127.0.0.1:8765/model.tar.gz /opt/ml/model || { kill "$WWW_PID"; fail "fetch-model"; }
+        fetch-model --allow-http http://127.0.0.1:8765/model.tar.gz /opt/ml/model || { kill "$WWW_PID"; fail "fetch-model"; }
     kill "$WWW_PID"
     [ -s "$WORK/fetched/$version/saved_model.pb" ] || fail "fetch-model left no model"
     passed "fetch-model (init container) in the service image" $((SECONDS - t))

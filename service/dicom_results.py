@@ -27,6 +27,7 @@ import numpy as np
 from service.dicom import quiet_pydicom
 from service.errors import BadImageError, InvalidInputError, ServiceError
 from service.labels import CLASSES
+from service.ood import REASON_BACKGROUND, REASON_COLOUR, REASON_CONFIDENCE, REASON_UNFAMILIAR
 from service.schemas import Prediction
 
 #: The private coding scheme of the model's outputs (the ``99`` prefix marks a private scheme, PS3.16 §8.2).
@@ -57,6 +58,14 @@ REFERENCE_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
 
 _CLASS_MEANINGS = {"glioma": "Glioma", "meningioma": "Meningioma", "no_tumor": "No tumour", "pituitary": "Pituitary"}
 _ENUMERATED = {"PatientSex": ("M", "F", "O")}
+#: Every reason of the input check (``service.ood``) as (code value, meaning) of the private scheme: code values
+#: of at most 16 characters (SH), so that every SR reader finds them in Code Value.
+REASON_CODES = {
+    REASON_COLOUR: ("colour_image", "Colour image (MRI slices are grayscale)"),
+    REASON_BACKGROUND: ("bright_border", "No dark background around the anatomy"),
+    REASON_CONFIDENCE: ("low_confidence", "Model unsure (low top probability)"),
+    REASON_UNFAMILIAR: ("unlike_training", "Unlike the images the model was trained on"),
+}
 
 
 class DicomResultError(ServiceError):
@@ -196,7 +205,8 @@ def _device(algorithm: Algorithm) -> Any:
 
 def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, explained: str | None) -> Any:
     """The TID 1500 content tree: one measurement group with the four probabilities, the predicted class and
-    the input check, plus a root-level comment that it is not a diagnosis."""
+    the input check (its four Yes/No answers and each of its reasons), plus a root-level comment that it is not
+    a diagnosis."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -210,6 +220,11 @@ def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, e
             hd.sr.QualitativeEvaluation(_code("input_warning", "Input check warning"), _yes_no(check.warning)),
             hd.sr.QualitativeEvaluation(_code("likely_mri", "Likely a brain MRI slice"), _yes_no(check.likely_mri)),
             hd.sr.QualitativeEvaluation(_code("confident", "Top probability over threshold"), _yes_no(check.confident)),
+            hd.sr.QualitativeEvaluation(_code("familiar", "Like the training images"), _yes_no(check.familiar)),
+        ]
+        evaluations += [
+            hd.sr.QualitativeEvaluation(_code("input_reason", "Input check reason"), _code(*REASON_CODES[reason]))
+            for reason in check.reasons
         ]
     if explained is not None:
         evaluations.append(

@@ -30,6 +30,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger("training.cluster")
 
 TF_CONFIG = "TF_CONFIG"
+#: The Keras versions ``patch_keras_multi_worker`` was written for and tested with (the two-worker runs of
+#: tests/training/test_multi_worker.py). It replaces private functions, so any other version is refused; a test
+#: fails when the pinned Keras (requirements/*.lock) is not listed here.
+TESTED_KERAS_VERSIONS = ("3.15.1",)
 RESOURCE_CONFIG = Path("input") / "config" / "resourceconfig.json"
 DEFAULT_PORT = 2222
 
@@ -115,17 +119,34 @@ def export_dir(model_dir: str | os.PathLike[str]) -> Iterator[Path]:
         log.info("not the chief: this worker's copy of the export was discarded")
 
 
+class UnsupportedKerasError(RuntimeError):
+    """Multi-worker training on a Keras whose private internals the patch below was not tested with."""
+
+
 def patch_keras_multi_worker() -> None:
     """Make Keras 3's ``fit`` work under ``MultiWorkerMirroredStrategy`` with more than one worker.
 
-    Keras 3 (up to at least 3.15) fails there before the first step (keras-team/keras#20585,
+    Keras 3 (3.15 included) fails there before the first step (keras-team/keras#20585,
     tensorflow/tensorflow#72388): building the model reduces the first batch of the distributed dataset with
     ``strategy.reduce`` in eager mode, which ``CollectiveAllReduce`` cannot do, and the per-step logs are
     reduced with ``strategy.reduce("MEAN", value, axis=0)``, which fails for scalar metrics. Here the model is
     built from this worker's own part of the first batch (only shapes matter) and the logs are averaged over
     the workers without an axis (they already hold the same synchronised value everywhere). Gradients are
-    all-reduced by the optimizer as before. Idempotent; a Keras without these internals is left alone.
+    all-reduced by the optimizer as before. Idempotent.
+
+    These are private Keras internals (``keras.src``), whose names and shapes change between releases (Keras
+    3.4-3.7's epoch iterator yields 2-tuples, for one): on a Keras not in ``TESTED_KERAS_VERSIONS`` this raises
+    ``UnsupportedKerasError`` before touching anything.
     """
+    import keras
+
+    version = str(keras.__version__)
+    if version not in TESTED_KERAS_VERSIONS:
+        raise UnsupportedKerasError(
+            f"multi-worker training patches private internals of Keras and was written and tested for Keras "
+            f"{', '.join(TESTED_KERAS_VERSIONS)} only; this is Keras {version}. Install the pinned Keras "
+            "(requirements/train.lock) or train on one worker"
+        )
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
@@ -134,8 +155,7 @@ def patch_keras_multi_worker() -> None:
     original_reduce = getattr(trainer, "reduce_per_replica", None)
     original_build = getattr(trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
     if multi_worker is None or original_reduce is None or original_build is None:
-        log.warning("this Keras lacks the internals patched for multi-worker training; using it unchanged")
-        return
+        raise UnsupportedKerasError(f"Keras {version} lacks the internals patched for multi-worker training")
     if getattr(original_reduce, "_mri_patched", False):
         return
 

@@ -282,18 +282,27 @@ def test_model_download_fetches_into_an_empty_dir_before_the_server(renders: Any
     spec = pod_spec(deployment)
     (init,) = spec["initContainers"]
     assert init["image"] == _container(deployment)["image"], "the serving image: nothing else to pull"
-    assert init["args"] == ["fetch-model", "$(MODEL_URI)", "/opt/ml/model"]
-    ref = next(e for e in init["env"] if e["name"] == "MODEL_URI")["valueFrom"]["configMapKeyRef"]
-    source = one(objects, "ConfigMap", ref["name"])["data"][ref["key"]]
-    assert source.startswith(("s3://", "https://"))
+    values = {}
+    for variable in init["env"]:
+        ref = variable["valueFrom"]["configMapKeyRef"]
+        values[variable["name"]] = one(objects, "ConfigMap", ref["name"])["data"][ref["key"]]
+    assert values["MODEL_URI"].startswith(("s3://", "https://")) and values["MODEL_SHA256"] == "", "not checked"
+    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], arg) for arg in init["args"]]
+    assert args[0] == "fetch-model"
+    from service.fetch_model import parse_args  # the command the init container runs accepts its arguments
+
+    uri, dest, limits = parse_args(args[1:])
+    assert (uri, str(dest), limits.sha256, limits.allow_http) == (values["MODEL_URI"], "/opt/ml/model", None, False)
     init_mount, volume = model_volume(deployment, init)
     assert not init_mount.get("readOnly", False) and set(volume) == {"name", "emptyDir"}
     mount, api_volume = model_volume(deployment)
     assert mount["readOnly"] is True and api_volume == volume
     assert settings_of(objects)["MRI_MODEL_DIR"] == "/opt/ml/model", "a failed download never serves the built-in"
-    from service.fetch_model import run  # the command the init container runs exists
-
-    assert callable(run)
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Gi")
+    assert limits.max_download_bytes + limits.max_unpacked_bytes < int(size_limit[:-2]) << 30, (
+        "the archive and what it unpacks to fit the emptyDir together"
+    )
 
 
 def test_egress_only_for_the_download(rendered: tuple[str, str | None, Objects]) -> None:

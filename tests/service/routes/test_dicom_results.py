@@ -6,6 +6,7 @@ copies only the patient/study attributes DICOM requires (nothing else of the inp
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import subprocess
@@ -20,10 +21,12 @@ import pytest
 from PIL import Image
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage, generate_uid
 
-from service.dicom_results import CODING_SCHEME, COPIED_ATTRIBUTES, DISCLAIMER
+from service import ood
+from service.classifier import Classifier
+from service.dicom_results import CODING_SCHEME, COPIED_ATTRIBUTES, DISCLAIMER, REASON_CODES
 from service.labels import CLASSES
 from tests.service import images
-from tests.service.conftest import DATA_FINGERPRINT, MODEL_NAME
+from tests.service.conftest import DATA_FINGERPRINT, MODEL_NAME, make_settings
 from tests.synthetic import mri_like
 
 DCIODVFY = shutil.which("dciodvfy")
@@ -256,3 +259,67 @@ def test_input_without_study_uids_is_a_clear_422(client, caplog):
     assert response.status_code == 422
     assert "StudyInstanceUID" in response.json()["error"]
     assert "Doe" not in response.text and "Doe" not in caplog.text
+
+
+def input_check_of(report: Any) -> dict[str, Any]:
+    """The input check as the SR holds it, read back with highdicom: its Yes/No answers and its reasons (each a
+    code of the private scheme: (value, meaning), in order)."""
+    from highdicom.sr import CodedConcept
+
+    def concept(item: Any) -> CodedConcept:
+        return CodedConcept.from_dataset(item.ConceptCodeSequence[0])
+
+    found: dict[str, Any] = {"reasons": []}
+    for item in content_items(report):
+        name = item.ConceptNameCodeSequence[0].CodeValue
+        if name in ("input_warning", "likely_mri", "confident", "familiar"):
+            found[name] = concept(item).meaning == "Yes"
+        elif name == "input_reason":
+            value = concept(item)
+            assert value.scheme_designator == CODING_SCHEME
+            found["reasons"].append((value.value, value.meaning))
+    return found
+
+
+def test_every_reason_the_input_check_can_give_has_a_code() -> None:
+    assert set(REASON_CODES) == set(ood.MESSAGES)
+    codes = [code for code, _ in REASON_CODES.values()]
+    assert len(set(codes)) == len(codes)
+    assert all(len(code) <= 16 for code in codes), "a Code Value is an SH"
+    assert all(len(meaning) <= 64 for _, meaning in REASON_CODES.values()), "a Code Meaning is an LO"
+
+
+ALL_FAIL = {"max_colour_spread": -1.0, "max_border_brightness": -1.0, "min_confidence": 1.01, "max_ood_score": -1.0}
+ONLY_UNFAMILIAR = {"max_colour_spread": 1.0, "max_border_brightness": 1.0, "min_confidence": 0.0, "max_ood_score": -1.0}
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "reasons"),
+    [
+        (ALL_FAIL, ["colour_image", "bright_background", "low_confidence", "unlike_training"]),
+        (ONLY_UNFAMILIAR, ["unlike_training"]),  # warning, yet likely an MRI and confident: the SR says why
+    ],
+    ids=["every-reason", "only-unlike-training"],
+)
+def test_every_reason_of_the_answer_is_in_the_sr(
+    open_client, model_root, dciodvfy, tmp_path, thresholds: dict[str, float], reasons: list[str]
+) -> None:
+    """The tiny model with calibrated thresholds (its metadata's ``ood``) set so that these checks fail."""
+    root = tmp_path / "model"
+    shutil.copytree(model_root / "1", root / "1")
+    meta = json.loads((root / "1" / "metadata.json").read_text())
+    (root / "1" / "metadata.json").write_text(json.dumps({**meta, "ood": thresholds}))
+    classifier = Classifier(make_settings(root))
+    assert classifier.load(), classifier.reason
+    client = open_client(make_settings(root), classifier)
+    form = {"file": ("scan.dcm", images.make_dicom(_pixels(8), bits=8, tags=FULL), "application/dicom")}
+    check = client.post("/predict", files=form).json()["predictions"][0]["check"]
+    assert check["reasons"] == reasons, "the thresholds make exactly these checks fail"
+    for route in ("/predict", "/explain"):
+        report_bytes = parts_of(client.post(f"{route}?output=dicom", files=form))[0]
+        validate(dciodvfy, report_bytes, tmp_path / f"{route[1:]}-sr.dcm")
+        in_sr = input_check_of(pydicom.dcmread(io.BytesIO(report_bytes)))
+        assert in_sr["reasons"] == [REASON_CODES[reason] for reason in check["reasons"]], "every reason, in order"
+        for answer in ("likely_mri", "confident", "familiar"):
+            assert in_sr[answer] is check[answer], answer
+        assert in_sr["input_warning"] is check["warning"] is True
