@@ -274,7 +274,9 @@ def _pixels(
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
     try:
         array = codec.numeric_array(data or [])
-    except (ValueError, TypeError, OverflowError):
+    except OverflowError:  # an integer too large for a float (JSON allows 4300 digits)
+        raise InvalidInputError("input data has pixel values outside [0, 255]") from None
+    except (ValueError, TypeError):
         raise InvalidInputError("input data is not a numeric array") from None
     if array.size != math.prod(shape):
         raise InvalidInputError(f"input data has {array.size} values; shape {shape} needs {math.prod(shape)}")
