@@ -293,8 +293,10 @@ def test_malformed_binary_framing_is_400(client):
     assert response.status_code == 400 and response.json() == {"error": "truncated BYTES tensor data"}
 
 
+#: The Latin-1 superscripts (``str.isdigit`` true, ``int`` refuses them) reach the app intact only from a real
+#: server: ``test_bad_input``'s live test sends them over a socket.
 HEADER_CASES = {
-    "superscript two": "²".encode("latin-1"),  # str.isdigit() is true, int() refuses it
+    "superscript two": "²".encode("latin-1"),
     "negative": b"-5",
     "huge": b"9" * 5000,  # more digits than int() converts
     "not a number": b"twelve",
