@@ -86,13 +86,14 @@ def parse_json(body: bytes, max_images: int = 0) -> Any:
 #: Pixels converted by one numpy call: each call holds the GIL, so a large JSON pixel array is converted
 #: piece by piece, and the event loop's thread gets the GIL in between.
 PIXELS_PER_STEP = 16_384
+VALUES_PER_STEP = 3 * PIXELS_PER_STEP
 _gc_lock = threading.Lock()
 _gc_pausers = 0
 _gc_was_enabled = True
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a JSON batch is parsed and converted (in any thread).
 
     The parser builds up to a million lists; on Python 3.11 each full collection they trigger walks the whole
@@ -114,22 +115,60 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def _values_per_item(value: list[Any]) -> int:
+    """Values in each element of a nested list, judged from its first elements (1 for a flat list)."""
+    count, item = 1, value[0]
+    while isinstance(item, list):
+        count *= len(item)
+        if not item:
+            break
+        item = item[0]
+    return count
+
+
+def numeric_array(value: list[Any]) -> np.ndarray:
+    """``np.asarray(value, dtype=float64)`` of a nested (or flat) JSON list, converted in steps of at most
+    ``VALUES_PER_STEP`` values so that a worker thread hands the GIL to the event loop in between.
+
+    Raises ``ValueError``/``TypeError``/``OverflowError`` as ``np.asarray`` does for a ragged or non-numeric list.
+    """
+    if not value:
+        return np.asarray(value, dtype=np.float64)
+    per_item = max(1, _values_per_item(value))
+    if per_item * len(value) <= VALUES_PER_STEP:
+        return np.asarray(value, dtype=np.float64)
+    if per_item > VALUES_PER_STEP:
+        if not all(isinstance(item, list) for item in value):
+            raise ValueError("not a numeric array")
+        return np.stack([numeric_array(item) for item in value])
+    step = max(1, VALUES_PER_STEP // per_item)
+    return np.concatenate([np.asarray(value[i : i + step], dtype=np.float64) for i in range(0, len(value), step)])
+
+
+def release(value: list[Any]) -> None:
+    """Empty a nested list in steps: one deallocation of millions of objects would hold the GIL."""
+    if not value:
+        return
+    per_item = max(1, _values_per_item(value))
+    if per_item > VALUES_PER_STEP:
+        for item in value:
+            if isinstance(item, list):
+                release(item)
+    step = max(1, VALUES_PER_STEP // per_item)
+    while value:
+        del value[-step:]
+
+
 def _rows_to_array(rows: list[Any], max_pixels: int) -> np.ndarray | None:
-    """``np.asarray(rows, dtype=float64)`` in short steps, emptying ``rows`` on the way; None (``rows`` left
-    as they were) when they are not a numeric array within ``max_pixels``: decoding gives the reason."""
+    """The float array of one pixel instance (its lists emptied on the way); None (``rows`` left as they
+    were) when they are not a numeric array within ``max_pixels``: decoding gives the reason."""
     if not rows or not all(isinstance(row, list) for row in rows) or len(rows) * len(rows[0]) > max_pixels:
         return None
-    arrays = []
     try:
-        for row in rows:
-            starts = range(0, len(row), PIXELS_PER_STEP)
-            steps = [np.asarray(row[i : i + PIXELS_PER_STEP], dtype=np.float64) for i in starts]
-            arrays.append(np.concatenate(steps) if len(steps) > 1 else np.asarray(row, dtype=np.float64))
-        array = np.stack(arrays)
+        array = numeric_array(rows)
     except (ValueError, TypeError, OverflowError):
         return None
-    for i in range(len(rows)):  # free the lists row by row (one deallocation of them all holds the GIL)
-        rows[i] = None
+    release(rows)
     return array
 
 
@@ -152,7 +191,7 @@ def parse_instances(body: bytes, max_images: int, max_pixels: int) -> tuple[list
     For a worker thread: the parse and the conversion hand the GIL to the event loop often and never start
     a garbage collection, so a large pixel batch does not stall other requests and probes.
     """
-    with _gc_paused():
+    with gc_paused():
         instances, key = tfserving_instances(parse_json(body, max_images), max_images)
         _pixel_arrays(instances, max_pixels)
         return instances, key

@@ -6,7 +6,8 @@ body was read (a 401, 413 or 503): it first drains what is left when that is sma
 the answer, and otherwise closes instead of swallowing an endless upload. ``ConcurrencyLimitMiddleware``
 (inner, after authentication) answers 503 with ``Retry-After`` once ``max_concurrent_requests`` are in
 flight; probes and metrics are never refused. ``add_guards`` installs both (and authentication) in order,
-and sets the number of concurrent image decodes (``service.pipeline``).
+and sets the number of concurrent image decodes (``service.pipeline``). Which paths are probes, metrics and
+pages comes from the one list of routes, ``service.routes.rules``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from service import metrics, mime, pipeline
 from service.auth import APIKeyMiddleware, document_api_key, open_paths
 from service.config import Settings
 from service.errors import RequestTimeoutError
+from service.routes.rules import METRICS_PATH, PROBE_PATHS
 from service.routes.ui import PAGE_PATHS
 
 log = logging.getLogger(__name__)
 
-#: Health, readiness and SageMaker ping: cheap, and must answer under any load.
-PROBE_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/ping", "/v2/health/live", "/v2/health/ready"})
-METRICS_PATH = "/metrics"
 #: Longest time spent draining an unread body before an early answer (then the connection is closed).
 DRAIN_SECONDS = 2.0
 

@@ -1,20 +1,23 @@
 """The Open Inference Protocol (KServe V2, Triton's HTTP/REST API): request bodies -> model inputs, results ->
 answers. Nothing here knows about HTTP beyond raising ``service.errors`` exceptions.
 
-A request carries one input tensor, ``images``:
+A request carries one of two input tensors (the model metadata lists both, one datatype each):
 
-* ``FP32`` or ``UINT8`` ``[N, H, W, 3]``: pixel values in [0, 255] of any height and width (padded and resized
-  exactly like image files, by ``service.codec.pixels_to_rgb`` and ``to_model_input``);
-* ``BYTES`` ``[N]`` (or ``[N, 1]``): encoded image files (JPEG, PNG, DICOM), base64 strings in JSON ``data``.
+* ``images``, ``FP32`` (or ``UINT8``) ``[N, H, W, 3]``: pixel values in [0, 255] of any height and width (padded
+  and resized exactly like image files, by ``service.codec.pixels_to_rgb`` and ``to_model_input``);
+* ``image_files``, ``BYTES`` ``[N]`` (or ``[N, 1]``): encoded image files (JPEG, PNG, DICOM), base64 strings in
+  JSON ``data`` (``BYTES`` sent as ``images`` are accepted too).
 
-Tensor data travels as JSON ``data`` (row-major, flat or nested) or, with the *binary tensor data* extension,
+Tensor data travels as JSON ``data`` (row-major, flat or nested; parsed and converted in steps by
+``service.codec``, so a large body never holds the event loop) or, with the *binary tensor data* extension,
 as raw bytes after the JSON header: the request's ``Inference-Header-Content-Length`` says where the JSON ends
 and the input's ``binary_data_size`` how many bytes follow (``BYTES`` elements each with a 4-byte little-endian
 length). The answer holds ``probabilities`` (``FP32 [N, 4]``) and ``warning`` (``BOOL [N]``: the non-MRI /
 unsure flag of ``service.ood``); an output requested with ``binary_data`` (or every output with the request
 parameter ``binary_data_output``) is sent as raw bytes after the JSON, and one requested with
 ``classification: k`` (the *classification* extension) becomes ``BYTES [N, k]`` of ``"value:index:label"``,
-most probable first.
+most probable first. The protocol's headers (``Inference-Header-Content-Length``, ``Content-Encoding``) are checked
+by :func:`check_headers`: anything else than a byte count within the body, or a compressed body, is a 4xx.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import math
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +37,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import codec, metrics
 from service.classifier import ModelInfo
-from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.labels import CLASSES
 from service.ood import Check
 from service.preprocessing import PreprocessConfig, to_model_input
 
 INPUT_NAME = "images"
+FILES_INPUT = "image_files"
+INPUTS = (INPUT_NAME, FILES_INPUT)
 PROBABILITIES = "probabilities"
 WARNING = "warning"
 OUTPUTS = (PROBABILITIES, WARNING)
 HEADER_LENGTH = "Inference-Header-Content-Length"
+CONTENT_ENCODING = "Content-Encoding"
+#: Longest byte count the length header may hold (20 digits: any 64-bit size).
+_MAX_LENGTH_DIGITS = 20
 EXTENSIONS = ("binary_tensor_data", "classification")
 PIXEL_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 BYTES = "BYTES"
@@ -61,7 +70,7 @@ class TensorParameters(BaseModel):
 
 
 class RequestInput(BaseModel):
-    name: str = Field(examples=[INPUT_NAME])
+    name: str = Field(examples=[INPUT_NAME], description=f"{INPUT_NAME} (pixels) or {FILES_INPUT} (image files).")
     shape: list[int] = Field(examples=[[1, 224, 224, 3]])
     datatype: str = Field(examples=["UINT8"], description="FP32 or UINT8 pixels, or BYTES image files.")
     parameters: TensorParameters = Field(default_factory=TensorParameters)
@@ -139,12 +148,16 @@ class ParsedRequest:
 
 
 def model_metadata(info: ModelInfo) -> ModelMetadata:
-    """The model's inputs and outputs as the protocol describes them (-1: any size)."""
+    """The model's inputs and outputs as the protocol describes them (-1: any size): pixels as ``images`` or
+    encoded files as ``image_files`` (a request sends one of the two)."""
     return ModelMetadata(
         name=info.name,
         versions=[str(info.version)],
         platform=info.runtime,
-        inputs=[MetadataTensor(name=INPUT_NAME, datatype="FP32", shape=[-1, -1, -1, 3])],
+        inputs=[
+            MetadataTensor(name=INPUT_NAME, datatype="FP32", shape=[-1, -1, -1, 3]),
+            MetadataTensor(name=FILES_INPUT, datatype=BYTES, shape=[-1]),
+        ],
         outputs=[
             MetadataTensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(CLASSES)]),
             MetadataTensor(name=WARNING, datatype="BOOL", shape=[-1]),
@@ -152,13 +165,37 @@ def model_metadata(info: ModelInfo) -> ModelMetadata:
     )
 
 
+def check_headers(header_lengths: Sequence[str], content_encodings: Sequence[str]) -> str | None:
+    """The request's ``Inference-Header-Content-Length`` (``None`` when absent), after checking the headers the
+    protocol reads: the length at most once and in ASCII digits (400), no compressed body (415)."""
+    for value in content_encodings:
+        for coding in value.split(","):
+            if coding.strip().lower() not in ("", "identity"):
+                raise UnsupportedMediaTypeError(f"{CONTENT_ENCODING} is not supported; send the body uncompressed")
+    if len(header_lengths) > 1:
+        raise BadRequestError(f"{HEADER_LENGTH} sent {len(header_lengths)} times; send it once")
+    if not header_lengths:
+        return None
+    _byte_count(header_lengths[0])
+    return header_lengths[0]
+
+
+def _byte_count(header_length: str) -> int:
+    """The value of ``Inference-Header-Content-Length``: ASCII digits only (``str.isdigit`` also accepts
+    superscripts that ``int`` refuses), at most 20 of them."""
+    value = header_length.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS):
+        raise BadRequestError(f"{HEADER_LENGTH} must be a byte count within the body")
+    return int(value)
+
+
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tail) of a request body."""
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
+    size = _byte_count(header_length)
+    if not 0 < size <= len(body):
         raise BadRequestError(f"{HEADER_LENGTH} must be a byte count within the body")
-    size = int(header_length)
     return body[:size], body[size:]
 
 
@@ -200,7 +237,29 @@ def _json_bytes_elements(data: list[Any], count: int) -> list[bytes]:
     return files
 
 
-def _pixels(tensor: RequestInput, raw: bytes | None, max_images: int, max_pixels: int) -> np.ndarray:
+def _take_data(payload: Any) -> list[Any]:
+    """Remove each input's JSON ``data`` from the parsed body (so that validating the request never walks a
+    pixel array holding the GIL) and return them in input order (``None`` where an input has none)."""
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    if not isinstance(inputs, list):
+        return []
+    found = []
+    for index, tensor in enumerate(inputs):
+        data = tensor.pop("data", None) if isinstance(tensor, dict) else None
+        if data is not None and not isinstance(data, list):
+            raise InvalidInputError(f"invalid inference request: inputs.{index}.data must be a list")
+        found.append(data)
+    return found
+
+
+def _short(text: str, limit: int = 32) -> str:
+    """A client's string, cut for an error reason."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _pixels(
+    tensor: RequestInput, data: list[Any] | None, raw: bytes | None, max_images: int, max_pixels: int
+) -> np.ndarray:
     shape = tensor.shape
     if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
         raise InvalidInputError(f"{tensor.datatype} input has shape {shape}; expected [N, height, width, 3]")
@@ -214,37 +273,54 @@ def _pixels(tensor: RequestInput, raw: bytes | None, max_images: int, max_pixels
             raise InvalidInputError(f"binary data of {len(raw)} bytes does not match {tensor.datatype} {shape}")
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
     try:
-        array = np.asarray(tensor.data, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
+        array = codec.numeric_array(data or [])
+    except OverflowError:  # an integer too large for a float (JSON allows 4300 digits)
+        raise InvalidInputError("input data has pixel values outside [0, 255]") from None
+    except (ValueError, TypeError):
         raise InvalidInputError("input data is not a numeric array") from None
     if array.size != math.prod(shape):
         raise InvalidInputError(f"input data has {array.size} values; shape {shape} needs {math.prod(shape)}")
+    codec.release(data or [])
     return array.reshape(shape)
 
 
 def parse_request(body: bytes, header_length: str | None, max_images: int, max_pixels: int) -> ParsedRequest:
     """A request body (JSON, or JSON + binary tensor data) -> a checked request (400/413/422 otherwise).
-    Blocking (parses JSON): call it off the event loop."""
+    Blocking: call it in a worker thread, where the JSON parse and the pixel conversion (``service.codec``)
+    hand the GIL to the event loop between short steps and start no garbage collection."""
     head, tail = _split_body(body, header_length)
-    try:
-        request = InferenceRequest.model_validate(codec.parse_json(head, max_images))
-    except ValidationError as exc:
-        raise InvalidInputError(_validation_reason(exc)) from None
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        names = [tensor.name for tensor in request.inputs]
-        raise InvalidInputError(f"send exactly one input, {INPUT_NAME!r}; got {names}")
+    with codec.gc_paused():
+        payload = codec.parse_json(head, max_images)
+        data = _take_data(payload)
+        try:
+            request = InferenceRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidInputError(_validation_reason(exc)) from None
+        return _checked(request, data[0] if data else None, tail, max_images, max_pixels)
+
+
+def _checked(
+    request: InferenceRequest, data: list[Any] | None, tail: bytes, max_images: int, max_pixels: int
+) -> ParsedRequest:
+    if len(request.inputs) != 1 or request.inputs[0].name not in INPUTS:
+        names = [_short(tensor.name) for tensor in request.inputs[:4]]
+        raise InvalidInputError(
+            f"send exactly one input, {INPUT_NAME!r} (pixels) or {FILES_INPUT!r} (image files); got {names}"
+        )
     tensor = request.inputs[0]
+    if tensor.name == FILES_INPUT and tensor.datatype != BYTES:
+        raise InvalidInputError(f"input {FILES_INPUT!r} holds {BYTES} (encoded image files)")
     size = tensor.parameters.binary_data_size
     if size is not None and size != len(tail):
         raise BadRequestError(f"binary_data_size is {size} but {len(tail)} bytes follow the JSON header")
     if size is None and tail:
         raise BadRequestError("binary data follows the JSON header but no input has a binary_data_size")
     raw = tail if size is not None else None
-    if raw is None and tensor.data is None:
-        raise InvalidInputError(f"input {INPUT_NAME!r} has neither data nor binary_data_size")
+    if raw is None and data is None:
+        raise InvalidInputError(f"input {tensor.name!r} has neither data nor binary_data_size")
     pixels, files = None, None
     if tensor.datatype in PIXEL_TYPES:
-        pixels = _pixels(tensor, raw, max_images, max_pixels)
+        pixels = _pixels(tensor, data, raw, max_images, max_pixels)
         count = pixels.shape[0]
     elif tensor.datatype == BYTES:
         shape = tensor.shape
@@ -253,9 +329,11 @@ def parse_request(body: bytes, header_length: str | None, max_images: int, max_p
         count = shape[0]
         if count > max_images:
             raise PayloadTooLargeError(f"{count} images in one request; the limit is {max_images}")
-        files = _split_bytes_elements(raw, count) if raw is not None else _json_bytes_elements(tensor.data or [], count)
+        files = _split_bytes_elements(raw, count) if raw is not None else _json_bytes_elements(data or [], count)
     else:
-        raise InvalidInputError(f"unsupported datatype {tensor.datatype}; send FP32 or UINT8 pixels or BYTES files")
+        raise InvalidInputError(
+            f"unsupported datatype {_short(tensor.datatype)}; send FP32 or UINT8 pixels or BYTES files"
+        )
     return ParsedRequest(request.id, count, pixels, files, _outputs(request))
 
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from service import codec, mime, ood, pipeline
+from service import codec, mime, ood
 from service.batching import Batcher
 from service.classifier import Classifier, LoadedModel, ModelState
 from service.config import Settings
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
 from service.errors import NotFoundError
+from service.routes.rules import parse_off_loop
 from service.schemas import ERROR_RESPONSES, NOT_FOUND_RESPONSE, TFServingModelStatus, TFServingPrediction
 from service.uploads import read_body
 
@@ -44,10 +44,9 @@ async def predict_json(
 ) -> dict[str, Any]:
     """A TF Serving JSON request body -> ``{"predictions": [[...4 probabilities], ...]}`` (shared with SageMaker;
     ``with_checks`` adds the non-MRI/unsure ``checks`` beside them)."""
-    async with pipeline.decode_slots():  # parsing a large pixel batch costs what decoding an image does
-        instances, key = await run_in_threadpool(
-            codec.parse_instances, body, settings.max_images_per_request, settings.max_pixels
-        )
+    instances, key = await parse_off_loop(
+        codec.parse_instances, body, settings.max_images_per_request, settings.max_pixels
+    )
     decode = partial(codec.decode_instances, instances, model.preprocess, settings.max_pixels)
     _, probs, checks = await ood.classify_checked(
         batcher, model, len(instances), decode, ood.thresholds(model.metadata, settings)

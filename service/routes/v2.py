@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe V2) REST API, beside the other routes and on the same decode -> predict ->
 encode path: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]``
 (metadata), ``.../ready`` and ``POST .../infer`` (see :mod:`service.oip` for the tensors and extensions).
-Errors are ``{"error": reason}`` with a 4xx (503 while the model is not ready), as the protocol specifies.
+Errors are ``{"error": reason}`` with a 4xx (503 while the model is not ready), as the protocol specifies; the
+ready endpoints answer 400 while the model is not ready (the protocol's "4xx means false", as Triton does).
 """
 
 from __future__ import annotations
@@ -11,20 +12,23 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from service import mime, oip, ood
 from service.batching import Batcher
 from service.classifier import Classifier, LoadedModel
 from service.config import Settings
 from service.deps import BatcherDep, ClassifierDep, SettingsDep
-from service.errors import NotFoundError
+from service.errors import ModelNotReadyError, NotFoundError
+from service.routes.rules import parse_off_loop
 from service.schemas import ERROR_RESPONSES, NOT_FOUND_RESPONSE
 from service.uploads import read_body
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {503: ERROR_RESPONSES[503]}
+_READY_FALSE: dict[int | str, dict[str, Any]] = {
+    400: {"model": ERROR_RESPONSES[400]["model"], "description": "Not ready: loading, or the model failed to load."}
+}
 _INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -55,9 +59,13 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", responses=_NOT_READY, summary="Server ready: 200 only when the model is loaded and warm")
+@router.get(
+    "/health/ready",
+    responses={400: {"description": '`{"ready": false}`: loading, or the model failed to load.'}},
+    summary="Server ready: 200 only when the model is loaded and warm, else 400",
+)
 async def server_ready(classifier: ClassifierDep) -> JSONResponse:
-    return JSONResponse({"ready": classifier.ready}, status_code=200 if classifier.ready else 503)
+    return JSONResponse({"ready": classifier.ready}, status_code=200 if classifier.ready else 400)
 
 
 def _model(classifier: Classifier, name: str, version: str | None) -> LoadedModel:
@@ -90,29 +98,41 @@ async def version_metadata(name: str, version: str, classifier: ClassifierDep) -
     return oip.model_metadata(_model(classifier, name, version).info)
 
 
-@router.get("/models/{name}/ready", responses={**_NOT_READY, **NOT_FOUND_RESPONSE}, summary="Model ready")
-async def model_ready(name: str, classifier: ClassifierDep) -> dict[str, Any]:
-    return {"name": _model(classifier, name, None).info.name, "ready": True}
+def _ready(classifier: Classifier, name: str, version: str | None) -> JSONResponse:
+    """200 when the model is ready, 400 with the reason while it is not, 404 for another name or version."""
+    try:
+        model = _model(classifier, name, version)
+    except ModelNotReadyError as exc:
+        return JSONResponse({"error": exc.reason}, status_code=400)
+    return JSONResponse({"name": model.info.name, "ready": True})
+
+
+@router.get("/models/{name}/ready", responses={**_READY_FALSE, **NOT_FOUND_RESPONSE}, summary="Model ready")
+async def model_ready(name: str, classifier: ClassifierDep) -> JSONResponse:
+    return _ready(classifier, name, None)
 
 
 @router.get(
     "/models/{name}/versions/{version}/ready",
-    responses={**_NOT_READY, **NOT_FOUND_RESPONSE},
+    responses={**_READY_FALSE, **NOT_FOUND_RESPONSE},
     summary="Model version ready",
 )
-async def version_ready(name: str, version: str, classifier: ClassifierDep) -> dict[str, Any]:
-    return {"name": _model(classifier, name, version).info.name, "ready": True}
+async def version_ready(name: str, version: str, classifier: ClassifierDep) -> JSONResponse:
+    return _ready(classifier, name, version)
 
 
 async def _infer(
     request: Request, name: str, version: str | None, settings: Settings, classifier: Classifier, batcher: Batcher
 ) -> Response:
     model = _model(classifier, name, version)
+    header_length = oip.check_headers(
+        request.headers.getlist(oip.HEADER_LENGTH), request.headers.getlist(oip.CONTENT_ENCODING)
+    )
     body = await read_body(request, settings.max_body_bytes)
-    parsed = await run_in_threadpool(
+    parsed = await parse_off_loop(
         oip.parse_request,
         body,
-        request.headers.get(oip.HEADER_LENGTH),
+        header_length,
         settings.max_images_per_request,
         settings.max_pixels,
     )

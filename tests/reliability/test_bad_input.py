@@ -1,5 +1,6 @@
-"""The bad-input corpus: over 40 kinds of bad request to ``/predict``, ``/invocations`` and
-``/v1/models/<name>:predict``, each made here.
+"""The bad-input corpus: over 40 kinds of bad request to every inference route of the service's list
+(``service.routes.rules``: ``/predict``, ``/explain``, ``/invocations``, TF Serving and the Open Inference
+Protocol), each made here.
 
 Every bad request gets its 4xx with a short JSON reason (never a 5xx), and a good request on the same route
 succeeds right after it. Awkward but valid images (CMYK, 16-bit, palette with transparency, huge EXIF, a JPEG
@@ -23,15 +24,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.labels import CLASSES
-from tests.reliability import payloads
+from service.routes.rules import Body
+from tests.reliability import payloads, routes
 from tests.reliability.conftest import LIVE_BODY_TIMEOUT_S, LIVE_MAX_BODY_BYTES
 from tests.reliability.server import ServerProcess, rss_bytes
 from tests.service.conftest import MODEL_NAME
 
 TF_PREDICT = f"/v1/models/{MODEL_NAME}:predict"
-FILE_ROUTES = ("predict", "invocations", "tfserving")
-JSON_ROUTES = ("/invocations", TF_PREDICT)
+V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
+#: Every inference route, each sent files the way it takes them (``routes.file_request``).
+FILE_ROUTES = {routes.path_of(route): route for route in routes.INFERENCE}
+INFERENCE_PATHS = list(FILE_ROUTES)
 MAX_REASON = 200
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -42,21 +45,16 @@ def b64(data: bytes) -> str:
 
 
 def send_file(
-    client: TestClient, route: str, data: bytes, filename: str = "scan.jpg", content_type: str = "image/jpeg"
+    client: TestClient, path: str, data: bytes, filename: str = "scan.jpg", content_type: str = "image/jpeg"
 ) -> httpx.Response:
-    """One image file the way each route takes it: a multipart upload, a raw body, or a b64 instance."""
-    if route == "predict":
-        return client.post("/predict", files={"file": (filename, data, content_type)})
-    if route == "invocations":
-        return client.post("/invocations", content=data, headers={"Content-Type": content_type})
-    return client.post(TF_PREDICT, json={"instances": [{"b64": b64(data)}]})
+    """One image file the way the route at ``path`` takes it (a multipart upload, a raw body, a b64 instance
+    or an ``image_files`` tensor)."""
+    method, url, kwargs = routes.file_request(FILE_ROUTES[path], data, filename, content_type)
+    return client.request(method, url, **kwargs)
 
 
-def probabilities(route: str, response: httpx.Response) -> list[list[float]]:
-    body = response.json()
-    if route == "predict":
-        return [[p["probabilities"][c] for c in CLASSES] for p in body["predictions"]]
-    return list(body["predictions"])
+def probabilities(response: httpx.Response) -> list[list[float]]:
+    return routes.probabilities(response.json())
 
 
 def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
@@ -69,12 +67,11 @@ def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
     assert 0 < len(body["error"]) <= MAX_REASON and "Traceback" not in body["error"]
 
 
-def assert_serves(client: TestClient, route: str = "predict") -> None:
+def assert_serves(client: TestClient, path: str = "/predict") -> None:
     """A good request right after a bad one is answered."""
-    path = {"predict": "predict", "/invocations": "invocations", TF_PREDICT: "tfserving"}.get(route, route)
     response = send_file(client, path, payloads.good_jpeg())
     assert response.status_code == 200, response.text
-    assert len(probabilities(path, response)) == 1
+    assert len(probabilities(response)) == 1
 
 
 def pixels(height: int = 16, width: int = 16, value: float = 80.0) -> list[Any]:
@@ -84,20 +81,20 @@ def pixels(height: int = 16, width: int = 16, value: float = 80.0) -> list[Any]:
 # ---------------------------------------------------------------------------------- bad files, every route
 
 
-@pytest.mark.parametrize("route", FILE_ROUTES)
+@pytest.mark.parametrize("path", INFERENCE_PATHS)
 @pytest.mark.parametrize("name", list(payloads.BAD_FILES))
-def test_bad_file(corpus_client: TestClient, route: str, name: str) -> None:
+def test_bad_file(corpus_client: TestClient, path: str, name: str) -> None:
     factory, status, fragment = payloads.BAD_FILES[name]
-    assert_error(send_file(corpus_client, route, factory()), status, fragment)
-    assert_serves(corpus_client, route)
+    assert_error(send_file(corpus_client, path, factory()), status, fragment)
+    assert_serves(corpus_client, path)
 
 
-@pytest.mark.parametrize("route", FILE_ROUTES)
+@pytest.mark.parametrize("path", INFERENCE_PATHS)
 @pytest.mark.parametrize("name", list(payloads.AWKWARD_GOOD_FILES))
-def test_awkward_valid_image_is_accepted(corpus_client: TestClient, route: str, name: str) -> None:
-    response = send_file(corpus_client, route, payloads.AWKWARD_GOOD_FILES[name]())
+def test_awkward_valid_image_is_accepted(corpus_client: TestClient, path: str, name: str) -> None:
+    response = send_file(corpus_client, path, payloads.AWKWARD_GOOD_FILES[name]())
     assert response.status_code == 200, response.text
-    (row,) = probabilities(route, response)
+    (row,) = probabilities(response)
     assert sum(row) == pytest.approx(1.0, abs=1e-4)
 
 
@@ -106,22 +103,24 @@ def test_a_long_thin_image_does_not_allocate_its_square(corpus_client: TestClien
     resize, and a few of them got the server killed for memory. Now the peak stays small."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for data in (payloads.long_thin_png(30000, 8), payloads.long_thin_png(8, 30000)):
-        assert send_file(corpus_client, "invocations", data).status_code == 200
+        assert send_file(corpus_client, "/invocations", data).status_code == 200
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 200 << 20
 
 
-@pytest.mark.parametrize("route", ["predict", "invocations"])
-def test_the_format_comes_from_the_bytes_not_the_name_or_type(corpus_client: TestClient, route: str) -> None:
+@pytest.mark.parametrize(
+    "path", [path for path, route in FILE_ROUTES.items() if route.bodies & {Body.MULTIPART, Body.IMAGE}]
+)
+def test_the_format_comes_from_the_bytes_not_the_name_or_type(corpus_client: TestClient, path: str) -> None:
     jpeg, png = payloads.good_jpeg(), payloads.good_png()
     honest = [
-        probabilities(route, send_file(corpus_client, route, data, name, kind))
+        probabilities(send_file(corpus_client, path, data, name, kind))
         for data, name, kind in ((jpeg, "scan.jpg", "image/jpeg"), (png, "scan.png", "image/png"))
     ]
-    jpeg_named_png = send_file(corpus_client, route, jpeg, "scan.png", "image/png")
-    png_named_jpeg = send_file(corpus_client, route, png, "scan.jpg", "image/jpeg")
+    jpeg_named_png = send_file(corpus_client, path, jpeg, "scan.png", "image/png")
+    png_named_jpeg = send_file(corpus_client, path, png, "scan.jpg", "image/jpeg")
     assert jpeg_named_png.status_code == 200 and png_named_jpeg.status_code == 200
-    assert probabilities(route, jpeg_named_png) == honest[0]
-    assert probabilities(route, png_named_jpeg) == honest[1]
+    assert probabilities(jpeg_named_png) == honest[0]
+    assert probabilities(png_named_jpeg) == honest[1]
 
 
 # ------------------------------------------------------------------------------------- bad JSON requests
@@ -136,13 +135,18 @@ def _with_first_pixel(literal: bytes) -> bytes:
     return _json({"instances": [pixels()]}).replace(b"80.0", literal, 1)
 
 
-#: name -> (raw body, expected status, fragment of the reason); sent to /invocations and the TF Serving route.
-JSON_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
+#: name -> (raw body, expected status, fragment of the reason): bad JSON, whatever the format.
+COMMON_JSON_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
     "malformed JSON": (lambda: b'{"instances": [', 400, "malformed JSON"),
     "empty JSON body": (lambda: b"", 400, "empty JSON body"),
     "invalid UTF-8": (lambda: b'{"instances": "\xff\xfe"}', 400, "malformed JSON"),
     "nesting bomb": (lambda: b"[" * 100_000 + b"]" * 100_000, 413, "more arrays or objects than a batch"),
     "4300-digit number": (lambda: b'{"instances": [' + b"9" * 5000 + b"]}", 400, "malformed JSON"),
+}
+
+#: The same, in the TF Serving format (``/invocations`` with JSON, ``/v1/models/...:predict``).
+JSON_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
+    **COMMON_JSON_CASES,
     "top-level list": (lambda: b"[1, 2, 3]", 422, "JSON object"),
     "top-level string": (lambda: b'"instances"', 422, "JSON object"),
     "null": (lambda: b"null", 422, "JSON object"),
@@ -181,12 +185,150 @@ JSON_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
 }
 
 
-@pytest.mark.parametrize("path", JSON_ROUTES)
-@pytest.mark.parametrize("name", list(JSON_CASES))
+Headers = list[tuple[str, str]]
+LENGTH = "Inference-Header-Content-Length"
+
+
+def _v2(*tensors: dict[str, Any], **request: Any) -> bytes:
+    return _json({"inputs": list(tensors), **request})
+
+
+def _pixels_tensor(array: Any, datatype: str = "FP32", shape: list[int] | None = None) -> dict[str, Any]:
+    values = np.asarray(array, dtype=float)
+    return {
+        "name": "images",
+        "datatype": datatype,
+        "shape": list(values.shape) if shape is None else shape,
+        "data": values.ravel().tolist(),
+    }
+
+
+def _one_pixels(**kwargs: Any) -> dict[str, Any]:
+    return _pixels_tensor([pixels(**kwargs)])
+
+
+def _files_tensor(*items: Any, shape: list[int] | None = None) -> dict[str, Any]:
+    return {"name": "image_files", "datatype": "BYTES", "shape": shape or [len(items)], "data": list(items)}
+
+
+def _binary(tensor: dict[str, Any], tail: bytes, length: str | None = None, **request: Any) -> tuple[bytes, Headers]:
+    head = _v2(tensor, **request)
+    return head + tail, [(LENGTH, length if length is not None else str(len(head)))]
+
+
+def _uint8_binary(size: int, declared: int | None = None) -> dict[str, Any]:
+    parameters = {"binary_data_size": size if declared is None else declared}
+    return {"name": "images", "datatype": "UINT8", "shape": [1, 16, 16, 3], "parameters": parameters}
+
+
+def _v2_first_pixel(literal: bytes) -> bytes:
+    return _v2(_one_pixels()).replace(b"80.0", literal, 1)
+
+
+_GOOD_PIXELS = np.full(768, 80, dtype=np.uint8).tobytes()
+
+#: name -> (a factory of (body, headers), expected status, fragment of the reason), in the Open Inference
+#: Protocol's format (JSON, or JSON then binary tensors), with its headers.
+OIP_CASES: dict[str, tuple[Callable[[], tuple[bytes, Headers]], int, str]] = {
+    **{name: ((lambda f=f: (f(), [])), status, fragment) for name, (f, status, fragment) in COMMON_JSON_CASES.items()},
+    "top-level list": (lambda: (b"[1, 2, 3]", []), 422, "invalid inference request"),
+    "null": (lambda: (b"null", []), 422, "invalid inference request"),
+    "no inputs": (lambda: (b"{}", []), 422, "invalid inference request: inputs"),
+    "inputs not a list": (lambda: (_json({"inputs": "abc"}), []), 422, "invalid inference request: inputs"),
+    "empty inputs": (lambda: (_v2(), []), 422, "exactly one input"),
+    "two inputs": (lambda: (_v2(_one_pixels(), _files_tensor(b64(b"x"))), []), 422, "exactly one input"),
+    "unknown input": (lambda: (_v2({**_one_pixels(), "name": "pixels"}), []), 422, "exactly one input"),
+    "unknown datatype": (lambda: (_v2({**_one_pixels(), "datatype": "INT64"}), []), 422, "unsupported datatype"),
+    "a long datatype": (lambda: (_v2({**_one_pixels(), "datatype": "Q" * 5000}), []), 422, "unsupported datatype"),
+    "image_files as FP32": (lambda: (_v2({**_one_pixels(), "name": "image_files"}), []), 422, "holds BYTES"),
+    "id not a string": (lambda: (_v2(_one_pixels(), id=5), []), 422, "invalid inference request: id"),
+    "shape of strings": (lambda: (_v2({**_one_pixels(), "shape": ["a"]}), []), 422, "inputs.0.shape"),
+    "3-D shape": (lambda: (_v2(_pixels_tensor(pixels())), []), 422, "expected [N, height, width, 3]"),
+    "4 channels": (lambda: (_v2(_pixels_tensor(np.zeros((1, 16, 16, 4)))), []), 422, "expected [N"),
+    "zero in the shape": (lambda: (_v2(_pixels_tensor([], shape=[1, 0, 16, 3])), []), 422, "expected [N"),
+    "negative shape": (lambda: (_v2(_pixels_tensor([0] * 768, shape=[1, -16, -16, 3])), []), 422, "expected [N"),
+    "data not a list": (lambda: (_v2({**_one_pixels(), "data": 5}), []), 422, "data must be a list"),
+    "neither data nor binary": (lambda: (_v2({**_one_pixels(), "data": None}), []), 422, "neither data"),
+    "data shorter than the shape": (lambda: (_v2({**_one_pixels(), "data": [0, 1]}), []), 422, "needs 768"),
+    "ragged data": (lambda: (_v2({**_one_pixels(), "data": [[0] * 3, [0]]}), []), 422, "numeric array"),
+    "strings as pixels": (lambda: (_v2({**_one_pixels(), "data": ["a"] * 768}), []), 422, "numeric array"),
+    "1x1 pixel array": (lambda: (_v2(_pixels_tensor([pixels(1, 1)])), []), 422, "at least 8 pixels"),
+    "NaN pixels": (lambda: (_v2(_one_pixels(value=float("nan"))), []), 422, "outside [0, 255]"),
+    "Infinity pixels": (lambda: (_v2(_one_pixels(value=float("inf"))), []), 422, "outside [0, 255]"),
+    "1e400 pixels": (lambda: (_v2_first_pixel(b"1e400"), []), 422, "outside [0, 255]"),
+    "400-digit integer pixel": (lambda: (_v2_first_pixel(b"1" + b"0" * 400), []), 422, "outside [0, 255]"),
+    "negative pixels": (lambda: (_v2(_one_pixels(value=-1)), []), 422, "outside [0, 255]"),
+    "pixels over 255": (lambda: (_v2(_one_pixels(value=256)), []), 422, "outside [0, 255]"),
+    "over the pixel limit": (lambda: (_v2(_pixels_tensor([0], shape=[1, 600, 500, 3])), []), 413, "pixels"),
+    "too many images": (lambda: (_v2(_pixels_tensor([0], shape=[9, 16, 16, 3])), []), 413, "the limit is 8"),
+    "BYTES that are not base64": (lambda: (_v2(_files_tensor("@@@ not base64 @@@")), []), 422, "base64"),
+    "BYTES not a string": (lambda: (_v2(_files_tensor(12)), []), 422, "base64 string"),
+    "BYTES of text": (lambda: (_v2(_files_tensor(b64(payloads.TEXT))), []), 415, "not a JPEG"),
+    "BYTES fewer than the shape": (lambda: (_v2(_files_tensor(b64(b"x"), shape=[2])), []), 422, "shape says 2"),
+    "BYTES of a 2-D shape": (lambda: (_v2(_files_tensor(b64(b"x"), shape=[1, 2])), []), 422, "expected [N]"),
+    "unknown output": (lambda: (_v2(_one_pixels(), outputs=[{"name": "logits"}]), []), 422, "unknown output"),
+    "classification of the warning": (
+        lambda: (_v2(_one_pixels(), outputs=[{"name": "warning", "parameters": {"classification": 2}}]), []),
+        422,
+        "classification applies to",
+    ),
+    "classification of 9 classes": (
+        lambda: (_v2(_one_pixels(), outputs=[{"name": "probabilities", "parameters": {"classification": 9}}]), []),
+        422,
+        "the model has 4",
+    ),
+    "binary of the wrong size": (lambda: _binary(_uint8_binary(10), b"\0" * 10), 422, "does not match"),
+    "binary_data_size beyond the tail": (lambda: _binary(_uint8_binary(768), b"\0" * 10), 400, "binary_data_size"),
+    "a tail without binary_data_size": (lambda: _binary(_one_pixels(), b"\0" * 10), 400, "no input has"),
+    "truncated BYTES binary": (
+        lambda: _binary({**_files_tensor(), "shape": [1], "parameters": {"binary_data_size": 9}}, b"\xe8\x03\0\0short"),
+        400,
+        "truncated BYTES",
+    ),
+    **{
+        f"{LENGTH} {name}": ((lambda v=value: _binary(_uint8_binary(768), _GOOD_PIXELS, v)), 400, LENGTH)
+        for name, value in {
+            "superscript two": "²",
+            "negative": "-5",
+            "of 5000 digits": "9" * 5000,
+            "not a number": "twelve",
+            "zero": "0",
+            "beyond the body": "99999999",
+        }.items()
+    },
+    f"{LENGTH} twice": (
+        lambda: (lambda body, headers: (body, headers * 2))(*_binary(_uint8_binary(768), _GOOD_PIXELS)),
+        400,
+        "send it once",
+    ),
+    "a gzip body": (lambda: (_v2(_one_pixels()), [("Content-Encoding", "gzip")]), 415, "Content-Encoding"),
+}
+
+#: Each JSON format's corpus: every inference route that reads the format gets all of it.
+JSON_CORPUS: dict[Body, dict[str, tuple[Callable[[], tuple[bytes, Headers]], int, str]]] = {
+    Body.TFSERVING_JSON: {name: ((lambda f=f: (f(), [])), st, fr) for name, (f, st, fr) in JSON_CASES.items()},
+    Body.OIP: OIP_CASES,
+}
+JSON_PARAMS = [(path, name) for path, body in routes.JSON_ROUTES for name in JSON_CORPUS[body]]
+
+
+def send_json(client: TestClient, path: str, name: str) -> httpx.Response:
+    body = dict(routes.JSON_ROUTES)[path]
+    factory, _, _ = JSON_CORPUS[body][name]
+    content, headers = factory()
+    header_bytes = [(key.encode(), value.encode("latin-1")) for key, value in [("Content-Type", "application/json")]]
+    header_bytes += [(key.encode(), value.encode("latin-1")) for key, value in headers]
+    return client.post(path, content=content, headers=header_bytes)
+
+
+def test_every_json_format_has_a_corpus() -> None:
+    assert set(JSON_CORPUS) == set(routes.JSON_BODIES)
+
+
+@pytest.mark.parametrize(("path", "name"), JSON_PARAMS)
 def test_bad_json(corpus_client: TestClient, path: str, name: str) -> None:
-    factory, status, fragment = JSON_CASES[name]
-    response = corpus_client.post(path, content=factory(), headers={"Content-Type": "application/json"})
-    assert_error(response, status, fragment)
+    _, status, fragment = JSON_CORPUS[dict(routes.JSON_ROUTES)[path]][name]
+    assert_error(send_json(corpus_client, path, name), status, fragment)
     assert_serves(corpus_client, path)
 
 
@@ -359,6 +501,48 @@ REQUEST_CASES: dict[str, tuple[str, str, Any, int, str]] = {
         413,
         "over the limit",
     ),
+    "explain: GET": ("GET", "/explain", {}, 405, "Method Not Allowed"),
+    "explain: text/plain body": (
+        "POST",
+        "/explain",
+        {"content": b"hi", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "text/plain",
+    ),
+    "explain: two files": (
+        "POST",
+        "/explain",
+        lambda: {"files": [("file", (f"{i}.jpg", payloads.good_jpeg(), "image/jpeg")) for i in range(2)]},
+        413,
+        "one image per request",
+    ),
+    "explain: no file field": ("POST", "/explain", {"files": {"class_name": (None, "glioma")}}, 422, "no image"),
+    "explain: unknown class_name": (
+        "POST",
+        "/explain?class_name=brain",
+        lambda: {"content": payloads.good_jpeg(), "headers": {"Content-Type": "image/jpeg"}},
+        422,
+        "unknown class_name",
+    ),
+    "explain: Accept text/csv": ("POST", "/explain", _accept("text/csv"), 406, "application/json"),
+    "explain: body over the size limit": (
+        "POST",
+        "/explain",
+        lambda: {"content": _over_limit(), "headers": {"Content-Type": "image/jpeg"}},
+        413,
+        "over the limit",
+    ),
+    "v2: unknown model": ("POST", "/v2/models/other/infer", {"json": {"inputs": []}}, 404, "other"),
+    "v2: unknown version": ("POST", f"/v2/models/{MODEL_NAME}/versions/9/infer", {"json": {}}, 404, "no version"),
+    "v2: GET on infer": ("GET", V2_INFER, {}, 405, "Method Not Allowed"),
+    "v2: metadata of another model": ("GET", "/v2/models/other", {}, 404, "other"),
+    "v2: body over the size limit": (
+        "POST",
+        V2_INFER,
+        lambda: {"content": b'{"inputs": "' + b"a" * (10 * 1024 * 1024) + b'"}'},
+        413,
+        "over the limit",
+    ),
 }
 
 
@@ -367,7 +551,7 @@ def test_bad_request(corpus_client: TestClient, name: str) -> None:
     method, path, kwargs, status, fragment = REQUEST_CASES[name]
     kwargs = kwargs() if callable(kwargs) else kwargs
     assert_error(corpus_client.request(method, path, **kwargs), status, fragment)
-    assert_serves(corpus_client, "/invocations" if path == "/invocations" else "predict")
+    assert_serves(corpus_client, path.split("?")[0] if path.split("?")[0] in FILE_ROUTES else "/predict")
     assert_serves(corpus_client, TF_PREDICT)
 
 
@@ -377,8 +561,8 @@ def test_two_file_fields_are_two_images(corpus_client: TestClient) -> None:
     files = [("file", ("a.jpg", jpeg, "image/jpeg")), ("file", ("b.png", png, "image/png"))]
     response = corpus_client.post("/predict", files=files)
     assert response.status_code == 200, response.text
-    one_by_one = [probabilities("predict", send_file(corpus_client, "predict", d))[0] for d in (jpeg, png)]
-    assert np.allclose(probabilities("predict", response), one_by_one, atol=1e-5)
+    one_by_one = [probabilities(send_file(corpus_client, "/predict", d))[0] for d in (jpeg, png)]
+    assert np.allclose(probabilities(response), one_by_one, atol=1e-5)
 
 
 def request_counts(client: TestClient) -> tuple[float, float]:
@@ -397,12 +581,12 @@ def test_the_whole_corpus_gets_no_server_error(corpus_client: TestClient) -> Non
     assert len(payloads.BAD_FILES) + len(JSON_CASES) + len(REQUEST_CASES) >= 40
     before_total, before_errors = request_counts(corpus_client)
     sent = 0
-    for factory, _, _ in payloads.BAD_FILES.values():
-        assert 400 <= send_file(corpus_client, "predict", factory()).status_code < 500
-        sent += 1
-    for factory, _, _ in JSON_CASES.values():
-        response = corpus_client.post(TF_PREDICT, content=factory(), headers={"Content-Type": "application/json"})
-        assert 400 <= response.status_code < 500
+    for path in INFERENCE_PATHS:
+        for factory, _, _ in payloads.BAD_FILES.values():
+            assert 400 <= send_file(corpus_client, path, factory()).status_code < 500
+            sent += 1
+    for path, name in JSON_PARAMS:
+        assert 400 <= send_json(corpus_client, path, name).status_code < 500
         sent += 1
     for method, path, kwargs, _, _ in REQUEST_CASES.values():
         response = corpus_client.request(method, path, **(kwargs() if callable(kwargs) else kwargs))
@@ -479,7 +663,7 @@ def live_serves(server: ServerProcess) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("path", ["/predict", "/invocations", TF_PREDICT])
+@pytest.mark.parametrize("path", INFERENCE_PATHS)
 def test_chunked_upload_over_the_limit_is_cut_off(live_server: ServerProcess, path: str) -> None:
     """An endless chunked upload gets 413 and a closed connection, without the server reading it all."""
     before = rss_bytes(live_server.pid)
@@ -499,11 +683,10 @@ def test_chunked_upload_over_the_limit_is_cut_off(live_server: ServerProcess, pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_content_length_over_the_limit_is_refused_before_the_body(live_server: ServerProcess) -> None:
+@pytest.mark.parametrize("path", INFERENCE_PATHS)
+def test_content_length_over_the_limit_is_refused_before_the_body(live_server: ServerProcess, path: str) -> None:
     """A declared length over the limit gets 413 at once (the lie: only a few bytes follow, then nothing)."""
-    exchange = RawExchange(
-        live_server.port, head("/invocations", "Content-Type: image/jpeg", "Content-Length: 999999999999")
-    )
+    exchange = RawExchange(live_server.port, head(path, "Content-Type: image/jpeg", "Content-Length: 999999999999"))
     started = time.monotonic()
     answer, closed = exchange.answer()
     assert status_of(answer) == 413 and closed
@@ -571,16 +754,37 @@ def test_slow_body_times_out_with_408(live_server: ServerProcess) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_an_ordinary_client_reads_the_413(live_server: ServerProcess) -> None:
+@pytest.mark.parametrize("path", INFERENCE_PATHS)
+def test_an_ordinary_client_reads_the_413(live_server: ServerProcess, path: str) -> None:
     """A client that sends its whole (moderately) over-limit body before reading gets the 413, not a reset."""
     body = b"\xff\xd8\xff" + b"\x00" * (LIVE_MAX_BODY_BYTES + LIVE_MAX_BODY_BYTES // 2)
-    with httpx.Client(timeout=30) as client:
-        response = client.post(f"{live_server.url}/predict", content=body, headers={"Content-Type": "image/jpeg"})
+    with httpx.Client(base_url=live_server.url, timeout=30) as client:
+        response = client.post(path, content=body, headers={"Content-Type": "image/jpeg"})
         assert_error(response, 413, "over the limit")
-        response = client.post(
-            f"{live_server.url}/predict", content=payloads.good_jpeg(), headers={"Content-Type": "image/jpeg"}
-        )
-        assert response.status_code == 200
+        method, url, kwargs = routes.file_request(FILE_ROUTES[path], payloads.good_jpeg())
+        response = client.request(method, url, **kwargs)
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("value", [b"\xb2", b"-5", b"9" * 5000, b"x"], ids=["superscript two", "negative", "huge", "x"])
+def test_a_bad_inference_header_length_is_a_400_on_a_real_server(live_server: ServerProcess, value: bytes) -> None:
+    """Regression: ``Inference-Header-Content-Length: \xb2`` (a Latin-1 byte ``str.isdigit`` accepts and ``int``
+    refuses) got a 500 and a traceback in the log (the session's log check covers the traceback)."""
+    body = b'{"inputs": []}'
+    exchange = RawExchange(
+        live_server.port,
+        head(V2_INFER, f"Content-Length: {len(body)}", "Connection: close")[:-2]
+        + b"Inference-Header-Content-Length: "
+        + value
+        + b"\r\n\r\n",
+        iter([body]),
+    )
+    answer, _ = exchange.answer()
+    assert status_of(answer) == 400, answer[:300]
+    assert answer.endswith(b'{"error":"Inference-Header-Content-Length must be a byte count within the body"}')
+    live_serves(live_server)
 
 
 @pytest.mark.slow

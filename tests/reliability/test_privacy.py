@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.reliability import payloads
+from tests.reliability import payloads, routes
 from tests.reliability.server import ServerProcess
 from tests.service.conftest import MODEL_NAME
 
@@ -50,12 +50,19 @@ def image_fragments(data: bytes) -> list[str]:
 
 
 def requests_with_patient_data() -> list[tuple[str, str, dict[str, Any], int]]:
-    """(method, path, request arguments, expected status): good and bad, every prediction route."""
+    """(method, path, request arguments, expected status): good and bad, every inference route of the service's
+    list (a DICOM with patient tags, and one whose tag pydicom would quote in its error), then cases per route."""
     jpeg, dicom = payloads.good_jpeg(), patient_dicom()
     bad_window = patient_dicom_bad_tag("WindowCenter", "SECRETWIN", WindowWidth="400")
     bad_frames = patient_dicom_bad_tag("NumberOfFrames", "SECRETNUM")
     truncated = dicom[: len(dicom) // 2]
+    every_route = [
+        (*routes.file_request(route, data, "Doe_Jane_MRN12345.dcm", "application/dicom"), status)
+        for route in routes.INFERENCE
+        for data, status in ((dicom, 200), (bad_window, 400))
+    ]
     return [
+        *every_route,
         ("POST", "/predict", {"files": {"file": (FILENAME, jpeg, "image/jpeg")}}, 200),
         ("POST", "/predict", {"files": {"file": ("Doe_Jane_MRN12345.dcm", dicom, "application/dicom")}}, 200),
         ("POST", "/predict", {"files": {"file": ("Doe_Jane_MRN12345.png", b"Doe^Jane MRN12345", "image/png")}}, 415),

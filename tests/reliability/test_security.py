@@ -17,20 +17,16 @@ from service import auth
 from service.app import create_app
 from service.classifier import Classifier
 from service.config import Settings
-from tests.reliability import payloads
-from tests.service.conftest import MODEL_NAME, make_settings
+from service.routes.rules import Kind, of_kind
+from tests.reliability import payloads, routes
+from tests.service.conftest import make_settings
 
 KEY = "k3y-0123456789abcdef-secret"
 OLD_KEY = "old-0123456789abcdef-secret"
-PROTECTED = [
-    ("POST", "/predict"),
-    ("POST", "/invocations"),
-    ("POST", f"/v1/models/{MODEL_NAME}:predict"),
-    ("GET", f"/v1/models/{MODEL_NAME}"),
-    ("GET", "/no-such-route"),
-]
-DOCS = ["/docs", "/openapi.json", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/static/docs.js"]
-PROBES = ["/healthz", "/readyz", "/ping"]
+#: Every status and inference route of the service's list, and a path that is not a route.
+PROTECTED = [*routes.PROTECTED, ("GET", "/no-such-route")]
+DOCS = sorted({*routes.paths(Kind.PAGE), "/docs/swagger-ui.css", "/static/docs.js"})
+PROBES = routes.PROBES
 
 
 @pytest.fixture
@@ -99,7 +95,13 @@ def test_wrong_credentials_are_401(start: Callable[..., TestClient], headers: di
 def test_the_key_opens_every_route(start: Callable[..., TestClient], headers: dict[str, str]) -> None:
     client = start(api_key=KEY)
     assert upload(client, headers).status_code == 200
-    assert client.get(f"/v1/models/{MODEL_NAME}", headers=headers).status_code == 200
+    for route in of_kind(Kind.STATUS):
+        assert client.get(routes.path_of(route), headers=headers).status_code == 200, route
+    for route in routes.INFERENCE:
+        method, path, kwargs = routes.file_request(route, payloads.good_jpeg())
+        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
+        response = client.request(method, path, **kwargs)
+        assert response.status_code == 200, (path, response.text)
 
 
 @pytest.mark.parametrize("path", DOCS)

@@ -41,7 +41,8 @@ def test_tritonclient_against_a_real_server(triton_client, tf_classifier):
     server = client.get_server_metadata()
     assert set(server["extensions"]) >= {"binary_tensor_data", "classification"}
     metadata = client.get_model_metadata(MODEL_NAME)
-    assert metadata["versions"] == ["1"] and metadata["inputs"][0]["name"] == "images"
+    assert metadata["versions"] == ["1"]
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [("images", "FP32"), ("image_files", "BYTES")]
     print("server metadata:", server)
     print("model metadata:", metadata)
 
@@ -76,9 +77,9 @@ def test_tritonclient_against_a_real_server(triton_client, tf_classifier):
     result = client.infer(MODEL_NAME, [fp32], outputs=[triton.InferRequestedOutput("probabilities", binary_data=False)])
     assert np.abs(result.as_numpy("probabilities") - reference[:1]).max() <= TOLERANCE
 
-    # Encoded files (JPEG, PNG, DICOM) as BYTES, binary; the classification extension, top 2.
+    # Encoded files (JPEG, PNG, DICOM) as the metadata's BYTES input, binary; the classification extension, top 2.
     files = [images.jpeg(84), images.png_variants()["gray16"], images.dicom()]
-    encoded = triton.InferInput("images", [len(files)], "BYTES")
+    encoded = triton.InferInput("image_files", [len(files)], "BYTES")
     encoded.set_data_from_numpy(np.array(files, dtype=np.object_), binary_data=True)
     result = client.infer(
         MODEL_NAME,

@@ -38,7 +38,10 @@ def test_server_and_model_metadata(client):
     assert client.get("/v2/health/ready").json() == {"ready": True}
     metadata = client.get(f"/v2/models/{MODEL_NAME}").json()
     assert metadata["name"] == MODEL_NAME and metadata["versions"] == ["1"]
-    assert metadata["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, -1, -1, 3]}]
+    assert metadata["inputs"] == [  # one datatype per input, as the protocol describes them
+        {"name": "images", "datatype": "FP32", "shape": [-1, -1, -1, 3]},
+        {"name": "image_files", "datatype": "BYTES", "shape": [-1]},
+    ]
     assert {o["name"]: o["shape"] for o in metadata["outputs"]} == {"probabilities": [-1, 4], "warning": [-1]}
     assert client.get(f"/v2/models/{MODEL_NAME}/versions/1").json() == metadata
     assert client.get(f"/v2/models/{MODEL_NAME}/ready").json() == {"name": MODEL_NAME, "ready": True}
@@ -53,16 +56,23 @@ def test_unknown_model_and_version_are_404_in_the_protocol_shape(client):
     assert response.status_code == 404 and "no version '9'" in response.json()["error"]
 
 
-def test_not_ready_while_the_model_loads(open_client, model_root):
+def test_not_ready_is_400_on_the_ready_endpoints(open_client, model_root):
+    """The protocol's health answers: 200 for true, a 4xx for false (400, as Triton answers); the service's own
+    /readyz and SageMaker's /ping keep their 503, and metadata and inference stay 503 while not ready."""
     from service.classifier import Classifier
     from tests.service.conftest import make_settings
 
     settings = make_settings(model_root / "missing")
     client = open_client(settings, Classifier(settings))
     assert client.get("/v2/health/live").status_code == 200
-    assert client.get("/v2/health/ready").status_code == 503
-    response = client.get(f"/v2/models/{MODEL_NAME}/ready")
-    assert response.status_code == 503 and "not ready" in response.json()["error"]
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 400 and ready.json() == {"ready": False}
+    for path in (f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/versions/1/ready"):
+        response = client.get(path)
+        assert response.status_code == 400 and response.json()["error"].startswith("model not ready"), path
+    assert client.get(f"/v2/models/{MODEL_NAME}").status_code == 503
+    assert client.post(INFER, json={"inputs": []}).status_code == 503
+    assert client.get("/readyz").status_code == 503 and client.get("/ping").status_code == 503
 
 
 def test_uint8_pixels_as_json(client, expected):
@@ -141,6 +151,32 @@ def test_bytes_input_as_base64_json(client):
     assert next(o for o in response.json()["outputs"] if o["name"] == "probabilities")["shape"] == [2, 4]
 
 
+def test_image_files_input_and_bytes_under_images_answer_the_same(client, expected):
+    """The metadata's second input, ``image_files`` (BYTES), and BYTES sent as ``images`` (accepted before that
+    input existed) give the same probabilities as the file through the reference model."""
+    data = images.jpeg(64)
+    answers = []
+    for name in ("image_files", "images"):
+        tensor = {"name": name, "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}
+        response = client.post(INFER, json={"inputs": [tensor]})
+        assert response.status_code == 200, response.text
+        answers.append(next(o for o in response.json()["outputs"] if o["name"] == "probabilities")["data"])
+    assert answers[0] == answers[1]
+    assert np.allclose(answers[0], expected(preprocess(data, CONFIG)[None]).ravel(), atol=1e-5)
+
+
+def test_large_nested_and_flat_json_pixels_answer_like_binary(client, expected):
+    """JSON ``data`` converted in steps (nested or flat) gives the array the binary extension carries."""
+    batch = np.stack([images.mri_slice(s, size=200, cls=s % 4) for s in (5, 6)])  # 240,000 values
+    reference = expected(np.stack([to_model_input(image, CONFIG) for image in batch]))
+    for data in (batch.tolist(), batch.ravel().tolist()):
+        tensor = {"name": "images", "datatype": "UINT8", "shape": list(batch.shape), "data": data}
+        response = client.post(INFER, json={"inputs": [tensor]})
+        assert response.status_code == 200, response.text
+        probs = next(o for o in response.json()["outputs"] if o["name"] == "probabilities")["data"]
+        assert np.allclose(np.reshape(probs, (2, 4)), reference, atol=1e-5)
+
+
 def test_classification_extension(client, expected):
     data = images.jpeg(63)
     payload = {
@@ -204,6 +240,18 @@ def test_binary_outputs_for_all_with_the_request_parameter(client):
         ({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["aGVsbG8="]}]}, 415, "not a JPEG"),
         ({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1]}]}, 422, "neither data"),
         ({"inputs": "images"}, 422, "invalid inference request: inputs"),
+        ({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1], "data": 5}]}, 422, "data must be a list"),
+        (
+            {"inputs": [{"name": "image_files", "datatype": "FP32", "shape": [1, 8, 8, 3], "data": [0] * 192}]},
+            422,
+            "holds BYTES",
+        ),
+        (
+            {"inputs": [{"name": "images", "datatype": "FP32", "shape": [2, 8, 8, 3], "data": [[0] * 192, [0] * 3]}]},
+            422,
+            "numeric array",
+        ),
+        ({"inputs": [{"name": "images", "datatype": "X" * 5000, "shape": [1], "data": [0]}]}, 422, "XXX..."),
         (
             {
                 "inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["aGVsbG8="]}],
@@ -243,3 +291,48 @@ def test_malformed_binary_framing_is_400(client):
     )
     response = client.post(INFER, content=body, headers=headers)
     assert response.status_code == 400 and response.json() == {"error": "truncated BYTES tensor data"}
+
+
+#: The Latin-1 superscripts (``str.isdigit`` true, ``int`` refuses them) reach the app intact only from a real
+#: server: ``test_bad_input``'s live test sends them over a socket.
+HEADER_CASES = {
+    "superscript two": "²".encode("latin-1"),
+    "negative": b"-5",
+    "huge": b"9" * 5000,  # more digits than int() converts
+    "not a number": b"twelve",
+    "a decimal": b"1.5",
+    "empty": b"",
+    "zero": b"0",
+    "beyond the body": b"100000",
+    "superscripts one and three": "¹³".encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("value", list(HEADER_CASES.values()), ids=list(HEADER_CASES))
+def test_a_bad_header_length_is_400_with_a_reason_and_no_traceback(client, caplog, value):
+    body, headers = binary_request({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 8, 8, 3]}]}, b"")
+    headers["Inference-Header-Content-Length"] = value  # type: ignore[assignment]
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "Inference-Header-Content-Length must be a byte count within the body"}
+    assert "Traceback" not in caplog.text and "unhandled" not in caplog.text
+
+
+def test_the_protocol_headers_are_checked(client):
+    batch = np.stack([images.mri_slice(9, size=16)])
+    header = {
+        "inputs": [
+            {"name": "images", "datatype": "UINT8", "shape": [1, 16, 16, 3], "parameters": {"binary_data_size": 768}}
+        ]
+    }
+    body, headers = binary_request(header, batch.tobytes())
+    twice = [*headers.items(), ("Inference-Header-Content-Length", headers["Inference-Header-Content-Length"])]
+    response = client.post(INFER, content=body, headers=twice)
+    assert response.status_code == 400 and response.json() == {
+        "error": "Inference-Header-Content-Length sent 2 times; send it once"
+    }
+    for encoding in ("gzip", "deflate", "identity, gzip"):
+        response = client.post(INFER, content=body, headers={**headers, "Content-Encoding": encoding})
+        assert response.status_code == 415, encoding
+        assert response.json() == {"error": "Content-Encoding is not supported; send the body uncompressed"}
+    assert client.post(INFER, content=body, headers={**headers, "Content-Encoding": "identity"}).status_code == 200
