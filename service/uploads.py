@@ -21,7 +21,7 @@ _MAX_EXTRA_PARTS = 16
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or a 413 as soon as it (declared or streamed) exceeds ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
