@@ -8,7 +8,7 @@ MODEL_DIR ?= $(or $(MRI_MODEL_DIR),models/mri-classifier)
 PORT ?= $(or $(MRI_PORT),8080)
 HOST ?= $(or $(MRI_HOST),127.0.0.1)
 
-.PHONY: venv serve-venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
+.PHONY: venv serve-venv gpu-venv run test test-fast lint typecheck train evaluate clean browser dicom-tools
 .PHONY: deploy-tools images images-gpu image-test sagemaker-local-test k8s-render
 
 # Every install is from the hashed lock files (requirements/*.lock, see `make lock`), then the project itself
@@ -36,10 +36,27 @@ $(VENV)/.installed: $(VENV)/.serve requirements/dev.lock requirements/kubectl.lo
 
 serve-venv: $(VENV)/.serve  ## the serving environment only (what `make run` needs)
 
+# `make run GPU=1`: the serving environment with TensorFlow's CUDA build (requirements/gpu.lock: the CUDA and
+# cuDNN libraries as PyPI wheels; the NVIDIA driver is the machine's, docs/gpu.md), in a venv of its own: its
+# tensorflow and the development lock's tensorflow-cpu are one package under two names and cannot share a venv.
+GPU ?=
+GPU_VENV ?= .venv-gpu
+RUN_VENV := $(if $(GPU),$(GPU_VENV),$(VENV))
+
+$(GPU_VENV)/.serve: pyproject.toml requirements/bootstrap.lock requirements/build.lock requirements/gpu.lock
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --require-hashes -r requirements/bootstrap.lock
+	$(GPU_VENV)/bin/python -m pip install -q --require-hashes -r requirements/build.lock
+	$(GPU_VENV)/bin/python -m pip install -q --require-hashes -r requirements/gpu.lock
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+gpu-venv: $(GPU_VENV)/.serve  ## the serving environment with TensorFlow for NVIDIA GPUs (what `make run GPU=1` needs)
+
 venv: $(VENV)/.installed  ## the whole development environment (tests, benchmarks, training)
 
-run: serve-venv  ## serve $(MODEL_DIR) on http://$(HOST):$(PORT) (HOST=0.0.0.0 or MRI_HOST=0.0.0.0 to let other machines in)
-	$(VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
+run: $(if $(GPU),gpu-venv,serve-venv)  ## serve $(MODEL_DIR) on http://$(HOST):$(PORT) (HOST=0.0.0.0 or MRI_HOST=0.0.0.0 to let other machines in; GPU=1: on an NVIDIA GPU)
+	$(RUN_VENV)/bin/mri-classifier serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 lint: venv
 	$(VENV)/bin/ruff check service training tests benchmarks
@@ -131,6 +148,8 @@ k8s-render: venv  ## render the Kubernetes overlays into build/k8s/{cpu,gpu}.yam
 # disagree):
 #   serve.lock    extras serve + aws   the serving images (aws: boto3 for `mri-classifier fetch-model`)
 #   train.lock    extras train + aws   the training images
+#   gpu.lock      extras gpu + aws     make run GPU=1 and the GPU service image (TensorFlow with CUDA wheels)
+#   train-gpu.lock extras train-gpu + aws  the GPU training image
 #   dev.lock      extra dev            make venv, CI
 #   build.lock    requirements/build.in    setuptools and wheel, to build the project's own wheel
 #   bootstrap.lock requirements/bootstrap.in  pip itself, installed first everywhere
@@ -139,7 +158,8 @@ k8s-render: venv  ## render the Kubernetes overlays into build/k8s/{cpu,gpu}.yam
 # `make lock` keeps every existing pin that still fits (uv reads the old lock as preferences): after adding a
 # dependency to pyproject.toml only what is new is resolved. uv and pip-audit live in their own tool venv.
 TOOLS_VENV ?= build/tools-venv
-LOCKS := $(addprefix requirements/,serve.lock train.lock dev.lock bootstrap.lock build.lock lite0.lock kubectl.lock)
+LOCKS := $(addprefix requirements/,serve.lock train.lock gpu.lock train-gpu.lock dev.lock bootstrap.lock build.lock \
+	lite0.lock kubectl.lock)
 UV_COMPILE = $(TOOLS_VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
 	$(if $(wildcard $(CA_BUNDLE)),--native-tls)
 .PHONY: lock audit load-test
@@ -152,6 +172,8 @@ $(TOOLS_VENV)/.installed:
 lock: $(TOOLS_VENV)/.installed  ## re-resolve requirements/*.lock from pyproject.toml and requirements/*.in (hashed)
 	$(UV_COMPILE) pyproject.toml --extra serve --extra aws -o requirements/serve.lock
 	$(UV_COMPILE) pyproject.toml --extra train --extra aws -o requirements/train.lock
+	$(UV_COMPILE) pyproject.toml --extra gpu --extra aws -o requirements/gpu.lock
+	$(UV_COMPILE) pyproject.toml --extra train-gpu --extra aws -o requirements/train-gpu.lock
 	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.lock
 	for name in bootstrap build lite0; do $(UV_COMPILE) requirements/$$name.in -o requirements/$$name.lock || exit 1; done
 	$(UV_COMPILE) --no-deps requirements/kubectl.in -o requirements/kubectl.lock

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from service import metrics
+from service import metrics, model_source
 from service.config import Settings
 from service.errors import ModelNotReadyError
 from service.labels import CLASSES, NUM_CLASSES, ClassOrderError, check_class_order
@@ -36,7 +36,7 @@ from service.runtime import (
     Runtime,
     inference_streams,
     load_runtime,
-    resolve_runtime,
+    runtime_choice,
 )
 from service.tta import outputs_with_tta
 from service.versions import METADATA_FILE, find_version_dir
@@ -77,6 +77,7 @@ class ModelInfo:
     classes: tuple[str, ...]
     load_seconds: float
     tta: str = "none"
+    runtime_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,8 @@ def load_model(settings: Settings, version_dir: Path | None = None) -> LoadedMod
     version_dir = version_dir or find_version_dir(Path(settings.model_dir), settings.model_version)
     metadata = read_metadata(version_dir)
     preprocess = PreprocessConfig.from_dict(metadata["preprocessing"])
-    kind = resolve_runtime(settings.runtime)
-    runtime = load_runtime(kind, version_dir, settings)
+    choice = runtime_choice(settings.runtime)
+    runtime = load_runtime(choice.runtime, version_dir, settings)
     if runtime.input_size not in (None, preprocess.image_size):
         raise ModelLoadError(
             f"metadata image_size {preprocess.image_size} does not match the model input {runtime.input_size}"
@@ -171,6 +172,7 @@ def load_model(settings: Settings, version_dir: Path | None = None) -> LoadedMod
         classes=CLASSES,
         load_seconds=0.0,
         tta=settings.tta,
+        runtime_reason=choice.reason,
     )
     model = LoadedModel(info, preprocess, metadata, runtime, version_dir)
     if settings.warmup:
@@ -222,7 +224,8 @@ class Classifier:
             # them, so the next poll retries (taken after, the completed copy would look already tried).
             attempted = self._version_on_disk()
             try:
-                model = load_model(self.settings)
+                builtin = model_source.until_trained(self.settings)  # a model store still empty
+                model = load_model(self.settings) if builtin is None else load_model(self.settings, builtin)
             except ModelLoadError as exc:
                 log.error("model not loaded from %s: %s", self.settings.model_dir, exc.reason)
                 self._state, self._reason = ModelState.FAILED, exc.reason
@@ -246,7 +249,7 @@ class Classifier:
         metrics.set_model_info(info.name, info.version, info.runtime, info.device, info.precision)
         metrics.MODEL_READY.set(1)
         log.info(
-            "serving %s version %d on %s (%s, %s, %d inference stream(s)) after %.1f s",
+            "serving %s version %d on %s (%s, %s, %d inference stream(s)) after %.1f s; runtime: %s",
             info.name,
             info.version,
             info.runtime,
@@ -254,6 +257,7 @@ class Classifier:
             info.precision,
             inference_streams(self.settings),
             info.load_seconds,
+            info.runtime_reason,
         )
 
     def _version_on_disk(self) -> tuple[Path, Fingerprint] | None:

@@ -2,12 +2,14 @@
 
 This is the only module that reads the environment. SageMaker's own variables are honoured where the
 platform sets them: ``SAGEMAKER_BIND_TO_PORT`` wins over ``MRI_PORT`` and ``SAGEMAKER_CONTAINER_LOG_LEVEL``
-is accepted for the log level. Command-line flags of ``mri-classifier serve`` override both.
+is accepted for the log level. Command-line flags of ``mri-classifier serve`` override both. TensorFlow's
+``TF_FORCE_GPU_ALLOW_GROWTH``, which would override ``MRI_GPU_MEMORY_GROWTH``, is refused when they disagree.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,6 +24,8 @@ from service.tta import TTA
 RuntimeName = Literal["auto", "tensorflow", "openvino", "onnxruntime"]
 Precision = Literal["auto", "f32", "bf16", "f16"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+#: TensorFlow's own switch for GPU memory growth, which overrides what the service configures.
+TF_FORCE_GPU_ALLOW_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 
 
 class Settings(BaseSettings):
@@ -45,6 +49,12 @@ class Settings(BaseSettings):
         description="The model built into the image (set by the images): served when MRI_MODEL_DIR is not set "
         "and the default model folder is empty; never in place of a configured model that fails to load.",
     )
+    builtin_model_until_trained: bool = Field(
+        default=False,
+        description="MRI_MODEL_DIR is a model store that training fills later (KServe's /mnt/models): serve the "
+        "built-in model while it holds no version, then its first version (hot reload). A version already there "
+        "at start is served as configured, never replaced by the built-in model if it fails.",
+    )
     model_name: str | None = Field(
         default=None, description="Name served on /v1/models/<name>; defaults to the metadata's model_name."
     )
@@ -61,7 +71,8 @@ class Settings(BaseSettings):
     )
     runtime: RuntimeName = Field(
         default="auto",
-        description="auto = TensorFlow on a GPU, OpenVINO on a CPU (TensorFlow when OpenVINO is missing).",
+        description="auto = TensorFlow when the installed TensorFlow can use a GPU (a CUDA build that sees one), "
+        "else OpenVINO on the CPU (TensorFlow when OpenVINO is missing); /readyz says which and why.",
     )
     openvino_precision: Precision = Field(
         default="auto",
@@ -133,7 +144,17 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty: CORS off."
     )
     warmup: bool = Field(default=True, description="Run warm-up inferences before reporting ready.")
-    gpu_memory_growth: bool = Field(default=True, description="TensorFlow allocates GPU memory as needed.")
+    gpu_memory_growth: bool = Field(
+        default=True,
+        description="TensorFlow on a GPU allocates memory as it needs it (up to MRI_GPU_MEMORY_LIMIT_MB when set); "
+        "false: it takes all of it (or all of the limit) at start.",
+    )
+    gpu_memory_limit_mb: int = Field(
+        default=0,
+        ge=0,
+        description="Most GPU memory in MiB that TensorFlow may use on each GPU in this process, to share a card "
+        "between processes; 0 = no limit.",
+    )
     graceful_shutdown_s: float = Field(
         default=25.0,
         ge=0,
@@ -186,6 +207,25 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.max_images_per_request > self.max_queue_size:
             raise ValueError("max_images_per_request must not exceed max_queue_size")
+        return self
+
+    @model_validator(mode="after")
+    def _builtin_model_to_fall_back_on(self) -> Settings:
+        if self.builtin_model_until_trained and self.builtin_model_dir is None:
+            raise ValueError("MRI_BUILTIN_MODEL_UNTIL_TRAINED needs MRI_BUILTIN_MODEL_DIR (the images set it)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_gpu_memory_policy(self) -> Settings:
+        """TensorFlow's allocator lets ``TF_FORCE_GPU_ALLOW_GROWTH`` win over the configured growth: refuse a value
+        of it that disagrees with ``MRI_GPU_MEMORY_GROWTH`` rather than let it win silently."""
+        forced = os.environ.get(TF_FORCE_GPU_ALLOW_GROWTH)
+        if forced is not None and forced.strip().lower() != str(self.gpu_memory_growth).lower():
+            raise ValueError(
+                f"{TF_FORCE_GPU_ALLOW_GROWTH}={forced.strip()[:16]} contradicts MRI_GPU_MEMORY_GROWTH="
+                f"{str(self.gpu_memory_growth).lower()}: unset it, GPU memory follows MRI_GPU_MEMORY_GROWTH and "
+                "MRI_GPU_MEMORY_LIMIT_MB"
+            )
         return self
 
 

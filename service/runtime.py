@@ -10,11 +10,14 @@ Frameworks are imported inside the loaders, so importing this module is cheap.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 import queue
 import threading
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,13 +68,130 @@ def nvidia_gpu_visible() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def resolve_runtime(requested: str) -> str:
-    """``auto`` -> TensorFlow when a GPU is visible, else OpenVINO when installed, else TensorFlow."""
+@dataclass(frozen=True)
+class GpuFacts:
+    """What this process can learn about using a GPU with TensorFlow (``probe_gpu``)."""
+
+    driver: bool  # an NVIDIA driver is visible (/proc/driver/nvidia, /dev/nvidia*)
+    tensorflow: str | None  # the installed TensorFlow distribution ("tensorflow", "tensorflow-cpu"), or None
+    cuda_build: bool | None  # TensorFlow was built with CUDA; None when not probed (TensorFlow not imported)
+    gpus: int = 0  # GPU devices TensorFlow sees (probed only with a driver and a CUDA build)
+    cuda_version: str | None = None  # the CUDA version TensorFlow was built with
+    openvino: bool = True  # OpenVINO is installed
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime to load and why (shown in the load log line and on /readyz)."""
+
+    runtime: str
+    reason: str
+
+
+def choose_runtime(requested: str, facts: GpuFacts | None) -> RuntimeChoice:
+    """``auto`` -> TensorFlow only when it can use a GPU (a CUDA build that sees a device), else OpenVINO on the
+    CPU (TensorFlow on the CPU when OpenVINO is missing); any other value is taken as configured. Pure: the
+    facts come from ``probe_gpu``."""
     if requested != "auto":
-        return requested
-    if nvidia_gpu_visible():
-        return "tensorflow"
-    return "openvino" if importlib.util.find_spec("openvino") is not None else "tensorflow"
+        return RuntimeChoice(requested, f"MRI_RUNTIME={requested}")
+    if facts is None:
+        raise ValueError("choosing a runtime for auto needs the probed facts")
+    if facts.cuda_build and facts.gpus:
+        cuda = f" (CUDA {facts.cuda_version})" if facts.cuda_version else ""
+        return RuntimeChoice("tensorflow", f"tensorflow on GPU: {facts.tensorflow}{cuda} sees {facts.gpus} GPU(s)")
+    why = []
+    if not facts.driver:
+        why.append("no NVIDIA GPU visible")
+    if facts.tensorflow is None:
+        why.append("TensorFlow is not installed")
+    elif facts.cuda_build is False:
+        why.append(f"{facts.tensorflow} has no CUDA build")
+    elif facts.driver and facts.cuda_build:
+        why.append(f"{facts.tensorflow} sees no GPU (CUDA libraries or driver not usable)")
+    if facts.openvino:
+        return RuntimeChoice("openvino", f"openvino on CPU: {'; '.join(why)}")
+    return RuntimeChoice("tensorflow", f"tensorflow on CPU: {'; '.join(why)}; OpenVINO is not installed")
+
+
+def installed_tensorflow() -> str | None:
+    """The installed TensorFlow distribution's name: tensorflow-cpu (no CUDA build) or tensorflow, or None."""
+    for name in ("tensorflow-cpu", "tensorflow"):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return name
+    return None
+
+
+@functools.cache
+def probe_gpu() -> GpuFacts:
+    """The facts ``choose_runtime`` decides on, probed once per process. TensorFlow is imported only when a
+    driver is visible and the installed TensorFlow is not tensorflow-cpu (listing devices does not initialise
+    them: the memory policy can still be set)."""
+    driver = nvidia_gpu_visible()
+    dist = installed_tensorflow()
+    openvino = importlib.util.find_spec("openvino") is not None
+    if dist is None:
+        return GpuFacts(driver, None, None, openvino=openvino)
+    if dist == "tensorflow-cpu":
+        return GpuFacts(driver, dist, False, openvino=openvino)
+    if not driver:
+        return GpuFacts(driver, dist, None, openvino=openvino)
+    import tensorflow as tf
+
+    build = tf.sysconfig.get_build_info()
+    cuda_build = bool(build.get("is_cuda_build", False))
+    gpus = len(tf.config.list_physical_devices("GPU")) if cuda_build else 0
+    return GpuFacts(driver, dist, cuda_build, gpus, build.get("cuda_version"), openvino)
+
+
+def runtime_choice(requested: str) -> RuntimeChoice:
+    """``choose_runtime`` with this machine's facts (probed only for ``auto``)."""
+    return choose_runtime(requested, probe_gpu() if requested == "auto" else None)
+
+
+def resolve_runtime(requested: str) -> str:
+    """The runtime ``requested`` resolves to on this machine (``auto``: see ``choose_runtime``)."""
+    return runtime_choice(requested).runtime
+
+
+@dataclass(frozen=True)
+class GpuMemoryPolicy:
+    """How TensorFlow takes GPU memory: ``growth`` (allocate as needed) and an optional cap per GPU in MiB.
+
+    TensorFlow's Python API cannot combine growth with a cap (a logical device with a memory limit turns growth
+    off); its allocator can, through ``TF_FORCE_GPU_ALLOW_GROWTH``, which ``environment`` then sets from the
+    setting (``service.config`` refuses a value of it set by hand that disagrees)."""
+
+    growth: bool
+    limit_mb: int | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GpuMemoryPolicy:
+        return cls(settings.gpu_memory_growth, settings.gpu_memory_limit_mb or None)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """Variables TensorFlow's allocator must see for this policy."""
+        return {"TF_FORCE_GPU_ALLOW_GROWTH": "true"} if self.growth and self.limit_mb else {}
+
+    def describe(self) -> str:
+        if self.limit_mb is None:
+            return "memory growth" if self.growth else "the whole GPU memory at start"
+        if self.growth:
+            return f"memory growth up to {self.limit_mb} MiB"
+        return f"{self.limit_mb} MiB reserved at start"
+
+    def apply(self, tf: Any, gpus: list[Any]) -> None:
+        """Configure each of ``gpus`` (TensorFlow's physical devices) through ``tf.config``, before first use."""
+        os.environ.update(self.environment)
+        for gpu in gpus:
+            if self.limit_mb is not None:
+                limit = tf.config.LogicalDeviceConfiguration(memory_limit=self.limit_mb)
+                tf.config.set_logical_device_configuration(gpu, [limit])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, self.growth)
 
 
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -114,7 +234,8 @@ def _output_names(names: list[set[str]]) -> dict[str, int]:
 
 
 class TensorFlowRuntime:
-    """The SavedModel's signature run by TensorFlow (GPU memory growth on; the reference numerics)."""
+    """The SavedModel's signature run by TensorFlow (the reference numerics; on a GPU, with the memory policy
+    of ``GpuMemoryPolicy``)."""
 
     name = "tensorflow"
     precision = "f32"
@@ -123,9 +244,9 @@ class TensorFlowRuntime:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
+        memory = GpuMemoryPolicy.from_settings(settings)
         try:
-            for gpu in gpus:
-                tf.config.experimental.set_memory_growth(gpu, settings.gpu_memory_growth)
+            memory.apply(tf, gpus)
             if settings.inference_threads:
                 tf.config.threading.set_intra_op_parallelism_threads(settings.inference_threads)
         except RuntimeError:  # TensorFlow already initialised in this process (tests, a reload)
@@ -134,6 +255,7 @@ class TensorFlowRuntime:
         if gpus:
             details = tf.config.experimental.get_device_details(gpus[0])
             self.device = f"GPU:0 ({details.get('device_name', 'unknown')})"
+            log.info("TensorFlow on %d GPU(s): %s", len(gpus), memory.describe())
         self._tf = tf
         self.saved_model: Any = tf.saved_model.load(str(version_dir))
         try:

@@ -98,6 +98,12 @@ class ModelStatus(BaseModel):
     classes: list[str] = Field(examples=[list(CLASSES)])
     load_seconds: float = Field(examples=[6.2])
     tta: str = Field(default="none", description="Test-time augmentation: none, or flip (mean with the mirror).")
+    runtime_reason: str = Field(
+        default="",
+        description="Why this runtime and device: MRI_RUNTIME as set, or what auto found (a GPU TensorFlow can use, "
+        "or why not).",
+        examples=["openvino on CPU: no NVIDIA GPU visible; tensorflow-cpu has no CUDA build"],
+    )
 
 
 class ModelSourceStatus(BaseModel):
@@ -108,6 +114,12 @@ class ModelSourceStatus(BaseModel):
         examples=["built-in"],
     )
     model_dir: str = Field(description="The folder the model is loaded from.", examples=["/opt/mri-classifier/model"])
+    waiting_for: str | None = Field(
+        default=None,
+        description="Only with MRI_BUILTIN_MODEL_UNTIL_TRAINED, while the built-in model serves: the model store "
+        "whose first trained version will replace it.",
+        examples=["/mnt/models"],
+    )
 
 
 class Readiness(BaseModel):

@@ -17,7 +17,15 @@ from tests.deploy.conftest import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: lock file -> the extras it holds (what `make lock` compiles)
-LOCK_EXTRAS = {"serve.lock": ("serve", "aws"), "train.lock": ("train", "aws"), "dev.lock": ("dev",)}
+LOCK_EXTRAS = {
+    "serve.lock": ("serve", "aws"),
+    "train.lock": ("train", "aws"),
+    "gpu.lock": ("gpu", "aws"),
+    "train-gpu.lock": ("train-gpu", "aws"),
+    "dev.lock": ("dev",),
+}
+#: the GPU lock of each CPU lock: the same pins but TensorFlow's CUDA build and its CUDA wheels
+GPU_LOCKS = {"serve.lock": "gpu.lock", "train.lock": "train-gpu.lock"}
 #: lock file -> its input file
 LOCK_INPUTS = {
     "bootstrap.lock": "bootstrap.in",
@@ -142,6 +150,39 @@ def test_the_installer_comes_from_its_own_lock_first() -> None:
     assert "requirements/bootstrap.lock" in steps[1], steps
     assert all("dev.lock" not in step for step in steps)
     assert "requirements/serve.lock" in serve
+    gpu = makefile[makefile.index("$(GPU_VENV)/.serve:") : makefile.index("gpu-venv:")]
+    steps = [line.strip() for line in gpu.splitlines()[1:] if line.startswith("\t")]
+    assert "requirements/bootstrap.lock" in steps[1] and "requirements/gpu.lock" in steps[3], steps
+    assert all("--require-hashes" in step or "--no-deps" in step for step in steps[1:-1])
     run = makefile[makefile.index("\nrun:") :].splitlines()[1]
-    assert "serve-venv" in run and "venv " not in run.replace("serve-venv", "")
+    assert run.startswith("run: $(if $(GPU),gpu-venv,serve-venv)"), "GPU=1 takes the GPU lock, else the serve lock"
     assert pins(ROOT / "requirements" / "bootstrap.lock").keys() == {"pip"}
+
+
+def _tensorflow_pins(extra: str) -> set[str]:
+    """The TensorFlow pins (any distribution name) that pyproject.toml's ``extra`` asks for."""
+    return {str(r.specifier) for r in requirements((extra,)) if canonicalize_name(r.name).startswith("tensorflow")}
+
+
+def test_the_gpu_extra_takes_the_same_tensorflow_with_cuda_wheels() -> None:
+    """gpu pins the serve extra's TensorFlow version, as tensorflow[and-cuda] on Linux x86-64 (never beside
+    tensorflow-cpu, the same package under another name)."""
+    assert _tensorflow_pins("gpu") == _tensorflow_pins("serve") and len(_tensorflow_pins("gpu")) == 1
+    cuda = [r for r in requirements(("gpu",)) if r.name == "tensorflow" and "and-cuda" in r.extras]
+    assert len(cuda) == 1 and cuda[0].marker is not None
+    assert cuda[0].marker.evaluate({"sys_platform": "linux", "platform_machine": "x86_64"})
+    assert not cuda[0].marker.evaluate({"sys_platform": "darwin", "platform_machine": "arm64"})
+    assert "tensorflow-cpu" not in {canonicalize_name(r.name) for r in requirements(("gpu",))}
+
+
+@pytest.mark.parametrize("cpu_lock", sorted(GPU_LOCKS))
+def test_gpu_locks_pin_what_the_cpu_locks_pin(cpu_lock: str) -> None:
+    """The GPU images and `make run GPU=1` serve with the libraries the tests ran: every package of the CPU lock at
+    the same version in its GPU lock, but tensorflow-cpu, which becomes tensorflow and the CUDA wheels (nvidia-*).
+    (After a pin moves in one lock: copy the CPU lock over the GPU lock and run `make lock`.)"""
+    cpu, gpu = pins(ROOT / "requirements" / cpu_lock), pins(ROOT / "requirements" / GPU_LOCKS[cpu_lock])
+    assert cpu.pop("tensorflow-cpu") | cpu.pop("tensorflow", set()) == gpu.pop("tensorflow")  # one version
+    added = {name for name in gpu if name not in cpu}
+    assert added and all(name.startswith("nvidia-") for name in added), added
+    assert "nvidia-cudnn-cu12" in added and "nvidia-cublas-cu12" in added
+    assert {name: gpu[name] for name in cpu} == cpu

@@ -1,5 +1,6 @@
-"""The image's built-in model: served only when nothing was configured; a configured model that fails never
-falls back to it; ``/readyz`` says which model is served and from where."""
+"""The image's built-in model: served only when nothing was configured, or, asked for by name, while a model
+store holds no version yet; a configured model that fails never falls back to it; ``/readyz`` says which model
+is served and from where."""
 
 from __future__ import annotations
 
@@ -80,6 +81,53 @@ def test_a_broken_configured_model_stays_not_ready_instead_of_falling_back(
     assert body["status"] == "failed" and "class order mismatch" in body["reason"]
     assert body["source"] == {"origin": "configured", "model_dir": str(placed)}
     assert client.get("/ping").status_code == 503
+
+
+def test_a_model_store_serves_the_built_in_model_until_a_trained_version_appears(
+    tmp_path: Path, model_root: Path, open_client: Callable[..., TestClient]
+) -> None:
+    """MRI_BUILTIN_MODEL_UNTIL_TRAINED (the KServe overlay): ready at once on the built-in model while the store is
+    empty, then the store's first version replaces it, with no moment of not being ready."""
+    store = tmp_path / "mnt-models"
+    (store / "lost+found").mkdir(parents=True)  # a fresh claim
+    settings = make_settings(
+        store, builtin_model_dir=model_root, builtin_model_until_trained=True, model_poll_interval_s=0.1
+    )
+    assert model_source.choose(settings) == settings, "the store stays the folder watched"
+    client = open_client(settings)
+    body = _wait_ready(client)
+    assert body["status"] == "ready"
+    assert body["source"] == {"origin": "built-in", "model_dir": str(model_root), "waiting_for": str(store)}
+    shutil.copytree(model_root / "1", tmp_path / "staging")  # the training job's export, moved in whole
+    (tmp_path / "staging").rename(store / "2")
+    import time
+
+    deadline = time.monotonic() + 120
+    while (body := client.get("/readyz").json())["source"]["origin"] == "built-in":
+        assert body["status"] == "ready", "the built-in model serves until the new one is warm"
+        assert time.monotonic() < deadline, "the trained version was never loaded"
+        time.sleep(0.05)
+    assert body["status"] == "ready"
+    assert body["source"] == {"origin": "configured", "model_dir": str(store)}
+    assert client.get("/ping").status_code == 200
+
+
+def test_a_version_in_the_store_at_start_never_falls_back(
+    tmp_path: Path, model_root: Path, mismatched_root: Path, open_client: Callable[..., TestClient]
+) -> None:
+    store = tmp_path / "mnt-models"
+    shutil.copytree(mismatched_root, store)  # a trained version, broken: not ready, not the built-in instead
+    settings = make_settings(store, builtin_model_dir=model_root, builtin_model_until_trained=True)
+    assert model_source.until_trained(settings) is None
+    body = _wait_ready(open_client(settings), until=("failed",))
+    assert "class order mismatch" in body["reason"]
+    assert body["source"] == {"origin": "configured", "model_dir": str(store)}
+
+
+def test_until_trained_needs_a_built_in_model(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="MRI_BUILTIN_MODEL_UNTIL_TRAINED needs MRI_BUILTIN_MODEL_DIR"):
+        make_settings(tmp_path, builtin_model_until_trained=True)
+    assert not make_settings(tmp_path).builtin_model_until_trained, "off unless asked for"
 
 
 def _wait_ready(client: TestClient, until: tuple[str, ...] = ("ready", "failed"), timeout: float = 120) -> Any:

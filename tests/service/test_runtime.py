@@ -1,19 +1,33 @@
 """The CPU runtimes against TensorFlow on MRI-like images: same argmax, probabilities within the precision's
-tolerance (1e-4 in f32; bf16, OpenVINO's default on CPUs with AVX512-BF16/AMX, within 0.03)."""
+tolerance (1e-4 in f32; bf16, OpenVINO's default on CPUs with AVX512-BF16/AMX, within 0.03); which runtime
+``auto`` picks and why (from probed facts, so that the GPU cases need no GPU); the GPU memory policy."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 import service.runtime as runtime_module
 from service.classifier import Classifier
+from service.config import Settings
 from service.preprocessing import PreprocessConfig, preprocess
-from service.runtime import ModelLoadError, inference_streams, load_runtime, resolve_runtime
+from service.runtime import (
+    GpuFacts,
+    GpuMemoryPolicy,
+    ModelLoadError,
+    RuntimeChoice,
+    choose_runtime,
+    inference_streams,
+    load_runtime,
+)
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, make_settings
 
@@ -65,12 +79,182 @@ def test_onnxruntime_matches_tensorflow(model_root, tf_classifier, scans):
     _compare(classifier, tf_classifier, scans)
 
 
-def test_auto_picks_openvino_on_cpu_and_tensorflow_on_gpu(monkeypatch):
-    monkeypatch.setattr(runtime_module, "nvidia_gpu_visible", lambda: False)
-    assert resolve_runtime("auto") == "openvino"
-    monkeypatch.setattr(runtime_module, "nvidia_gpu_visible", lambda: True)
-    assert resolve_runtime("auto") == "tensorflow"
-    assert resolve_runtime("onnxruntime") == "onnxruntime"
+CPU_BUILD = GpuFacts(driver=True, tensorflow="tensorflow-cpu", cuda_build=False)
+
+
+@pytest.mark.parametrize(
+    ("facts", "runtime", "reason"),
+    [
+        (
+            GpuFacts(driver=True, tensorflow="tensorflow", cuda_build=True, gpus=2, cuda_version="12.5.1"),
+            "tensorflow",
+            "tensorflow on GPU: tensorflow (CUDA 12.5.1) sees 2 GPU(s)",
+        ),
+        # the issue's case: a driver on the machine, but the venv and the CPU image install tensorflow-cpu
+        (CPU_BUILD, "openvino", "openvino on CPU: tensorflow-cpu has no CUDA build"),
+        (
+            GpuFacts(driver=False, tensorflow="tensorflow-cpu", cuda_build=False),
+            "openvino",
+            "openvino on CPU: no NVIDIA GPU visible; tensorflow-cpu has no CUDA build",
+        ),
+        # the GPU image on a machine without a GPU (make image-test): TensorFlow is not even imported
+        (
+            GpuFacts(driver=False, tensorflow="tensorflow", cuda_build=None),
+            "openvino",
+            "openvino on CPU: no NVIDIA GPU visible",
+        ),
+        # a driver, a CUDA build, but no device it can open (CUDA wheels missing, a driver too old)
+        (
+            GpuFacts(driver=True, tensorflow="tensorflow", cuda_build=True, gpus=0),
+            "openvino",
+            "openvino on CPU: tensorflow sees no GPU (CUDA libraries or driver not usable)",
+        ),
+        # TensorFlow's own build without CUDA (macOS, some aarch64 wheels) next to a driver
+        (GpuFacts(driver=True, tensorflow="tensorflow", cuda_build=False), "openvino", "tensorflow has no CUDA build"),
+        (
+            GpuFacts(driver=False, tensorflow="tensorflow-cpu", cuda_build=False, openvino=False),
+            "tensorflow",
+            "tensorflow on CPU: no NVIDIA GPU visible; tensorflow-cpu has no CUDA build; OpenVINO is not installed",
+        ),
+    ],
+)
+def test_auto_takes_tensorflow_only_where_it_can_use_a_gpu(facts, runtime, reason):
+    choice = choose_runtime("auto", facts)
+    assert choice.runtime == runtime
+    assert choice.reason.endswith(reason)
+
+
+def test_a_configured_runtime_is_taken_as_is():
+    assert choose_runtime("tensorflow", None) == RuntimeChoice("tensorflow", "MRI_RUNTIME=tensorflow")
+    assert choose_runtime("onnxruntime", CPU_BUILD) == RuntimeChoice("onnxruntime", "MRI_RUNTIME=onnxruntime")
+    with pytest.raises(ValueError, match="probed facts"):
+        choose_runtime("auto", None)
+
+
+def test_the_probe_reads_this_machine_without_importing_tensorflow_needlessly():
+    """This environment's facts, as the probe sees them: the installed TensorFlow distribution by name; with
+    tensorflow-cpu (the development and CPU locks on x86-64) no import is needed to know there is no CUDA."""
+    facts = runtime_module.probe_gpu()
+    assert facts.tensorflow == runtime_module.installed_tensorflow() in ("tensorflow-cpu", "tensorflow")
+    assert facts.driver == runtime_module.nvidia_gpu_visible()
+    if facts.tensorflow == "tensorflow-cpu":
+        assert facts.cuda_build is False and facts.gpus == 0
+    choice = runtime_module.runtime_choice("auto")
+    assert choice == choose_runtime("auto", facts)
+    if not (facts.cuda_build and facts.gpus):
+        assert choice.runtime == "openvino" and choice.reason.startswith("openvino on CPU: ")
+
+
+def test_readyz_and_the_load_log_say_which_runtime_and_why(model_root, open_client, caplog):
+    """auto on this machine (no usable GPU here): OpenVINO, and /readyz and the load log line give the reason."""
+    expected = runtime_module.runtime_choice("auto")
+    with caplog.at_level(logging.INFO, logger="service.classifier"):
+        client = open_client(make_settings(model_root, runtime="auto"))
+        body = _ready(client)
+    assert body["model"]["runtime"] == expected.runtime
+    assert body["model"]["runtime_reason"] == expected.reason
+    assert body["model"]["device"].startswith("CPU")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("serving "))
+    assert line.endswith(f"runtime: {expected.reason}") and f" on {expected.runtime} (CPU" in line
+    configured = _ready(open_client(make_settings(model_root)))  # runtime="tensorflow", as set
+    assert configured["model"]["runtime_reason"] == "MRI_RUNTIME=tensorflow"
+
+
+def _ready(client, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get("/readyz").json()
+        if body["status"] in ("ready", "failed"):
+            assert body["status"] == "ready", body
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"not ready after {timeout} s")
+
+
+@pytest.mark.parametrize(
+    ("growth", "limit", "policy", "environment", "described"),
+    [
+        (True, 0, GpuMemoryPolicy(True, None), {}, "memory growth"),
+        (False, 0, GpuMemoryPolicy(False, None), {}, "the whole GPU memory at start"),
+        (
+            True,
+            4096,
+            GpuMemoryPolicy(True, 4096),
+            {"TF_FORCE_GPU_ALLOW_GROWTH": "true"},
+            "memory growth up to 4096 MiB",
+        ),
+        (False, 4096, GpuMemoryPolicy(False, 4096), {}, "4096 MiB reserved at start"),
+    ],
+)
+def test_gpu_memory_policy_follows_the_two_settings(model_root, growth, limit, policy, environment, described):
+    settings = make_settings(model_root, gpu_memory_growth=growth, gpu_memory_limit_mb=limit)
+    assert GpuMemoryPolicy.from_settings(settings) == policy
+    assert policy.environment == environment
+    assert policy.describe() == described
+
+
+def test_growth_is_on_by_default_with_no_limit(monkeypatch):
+    monkeypatch.delenv("MRI_GPU_MEMORY_GROWTH", raising=False)
+    monkeypatch.delenv("MRI_GPU_MEMORY_LIMIT_MB", raising=False)
+    assert GpuMemoryPolicy.from_settings(Settings(_env_file=None)) == GpuMemoryPolicy(True, None)
+
+
+class _RecordingConfig:
+    """``tf.config``'s memory calls, recorded (no GPU on the machines the tests run on)."""
+
+    LogicalDeviceConfiguration = staticmethod(lambda memory_limit: ("logical", memory_limit))
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, object]] = []
+        self.experimental = self
+
+    def set_memory_growth(self, gpu, enable) -> None:
+        self.calls.append(("growth", gpu, enable))
+
+    def set_logical_device_configuration(self, gpu, devices) -> None:
+        self.calls.append(("logical", gpu, devices))
+
+
+@pytest.mark.parametrize(
+    ("policy", "calls"),
+    [
+        (GpuMemoryPolicy(True, None), [("growth", "gpu0", True), ("growth", "gpu1", True)]),
+        (GpuMemoryPolicy(False, None), [("growth", "gpu0", False), ("growth", "gpu1", False)]),
+        (
+            GpuMemoryPolicy(True, 2048),
+            [("logical", "gpu0", [("logical", 2048)]), ("logical", "gpu1", [("logical", 2048)])],
+        ),
+    ],
+)
+def test_gpu_memory_policy_configures_every_gpu(monkeypatch, policy, calls):
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "")  # restored (unset) after the test, whatever apply sets
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH")
+    config = _RecordingConfig()
+    policy.apply(type("tf", (), {"config": config}), ["gpu0", "gpu1"])
+    assert config.calls == calls
+    assert os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH") == policy.environment.get("TF_FORCE_GPU_ALLOW_GROWTH")
+
+
+@pytest.mark.parametrize(
+    ("forced", "growth", "refused"),
+    [
+        ("true", "false", True),
+        ("false", "true", True),
+        ("yes", "true", True),
+        ("true", "true", False),
+        ("False", "false", False),
+    ],
+)
+def test_tensorflow_growth_variable_never_wins_silently(monkeypatch, forced, growth, refused):
+    """TF_FORCE_GPU_ALLOW_GROWTH overrides what the service configures inside TensorFlow: one that disagrees with
+    MRI_GPU_MEMORY_GROWTH stops the service at start with a reason."""
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", forced)
+    monkeypatch.setenv("MRI_GPU_MEMORY_GROWTH", growth)
+    if refused:
+        with pytest.raises(ValidationError, match=r"TF_FORCE_GPU_ALLOW_GROWTH=.* contradicts MRI_GPU_MEMORY_GROWTH"):
+            Settings(_env_file=None)
+    else:
+        assert Settings(_env_file=None).gpu_memory_growth is (growth == "true")
 
 
 def test_missing_runtime_is_a_load_error(monkeypatch, model_root):
@@ -80,7 +264,7 @@ def test_missing_runtime_is_a_load_error(monkeypatch, model_root):
 
 
 def test_streams_auto_is_two_for_openvino_on_two_cpus(monkeypatch, model_root):
-    monkeypatch.setattr(runtime_module, "nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr(runtime_module, "probe_gpu", lambda: CPU_BUILD)
     monkeypatch.setattr(runtime_module, "usable_cpus", lambda: 2)
     assert inference_streams(make_settings(model_root, runtime="openvino")) == 2
     assert inference_streams(make_settings(model_root, runtime="auto")) == 2
