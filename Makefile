@@ -96,7 +96,6 @@ lite0-weights: venv  ## write $(LITE0_DIR)/efficientnet_lite0_imagenet.weights.h
 # ---------------------------------------------------------------------------------------------- deployment
 ENGINE ?= podman
 BASE_IMAGE ?= debian:bookworm-slim
-GPU_BASE_IMAGE ?= tensorflow/tensorflow:2.21.0-gpu
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 comma := ,
 # podman: host networking for RUN steps here, docker format to keep HEALTHCHECK; the CA reaches pip/apt as a
@@ -123,13 +122,11 @@ images:  ## build mri-classifier:cpu and mri-classifier-train:cpu (ENGINE=docker
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-cpu -t mri-classifier:cpu .
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target train -t mri-classifier-train:cpu .
 
-images-gpu:  ## build mri-classifier:gpu and mri-classifier-train:gpu (BASE_IMAGE defaults to TensorFlow's GPU image)
-	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -f docker/Dockerfile.gpu --target service-gpu \
-		-t mri-classifier:gpu .
-	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -f docker/Dockerfile.gpu --target train-gpu \
-		-t mri-classifier-train:gpu .
+images-gpu:  ## build mri-classifier:gpu and mri-classifier-train:gpu (same Debian base, TensorFlow's CUDA wheels)
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-gpu -t mri-classifier:gpu .
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target train-gpu -t mri-classifier-train:gpu .
 
-image-test:  ## build the images with podman and run train, serve, compose and SageMaker local mode for real (root)
+image-test:  ## build the images (CPU and GPU) with podman and run train, serve (the GPU image without a GPU), compose and SageMaker local mode for real (root)
 	bash docker/image-test.sh
 
 sagemaker-local-test:  ## only the SageMaker SDK local-mode end-to-end test (after image-test has built the images)

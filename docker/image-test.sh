@@ -5,10 +5,13 @@
 # resolve each other's names under podman 4.3) and works where Docker Hub is unreachable and a TLS proxy
 # intercepts. Proves: the service image serves its built-in model with no mount and no other step (and a
 # mounted model instead, and never the built-in one in place of a broken mount); a plain `docker-compose up`
-# becomes ready and predicts; the train image trains the shipped recipe offline from its own Lite0 weights.
+# becomes ready and predicts; the train image trains the shipped recipe offline from its own Lite0 weights; the
+# GPU images build from the same Debian base with TensorFlow's CUDA wheels, and the GPU service image, run
+# without a GPU, falls back to OpenVINO on the CPU, answers /predict and says why on /readyz.
 #
 #   bash docker/image-test.sh                  every phase
-#   bash docker/image-test.sh sagemaker        only some phases (tools base build train serve compose sagemaker)
+#   bash docker/image-test.sh sagemaker        only some phases (tools base build train serve build-gpu serve-gpu
+#                                              compose sagemaker)
 #
 # Settings (environment): IMAGE_TEST_WORK (scratch folder, default /var/tmp/mri-image-test), IMAGE_TEST_CA
 # (CA bundle passed to builds as a secret), IMAGE_TEST_NICE (niceness, 15), IMAGE_TEST_PORT (service port on
@@ -26,6 +29,8 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_IMAGE=localhost/debian-bookworm-minbase:latest
 SERVICE_IMAGE=localhost/mri-classifier:cpu
 TRAIN_IMAGE=localhost/mri-classifier-train:cpu
+GPU_SERVICE_IMAGE=localhost/mri-classifier:gpu
+GPU_TRAIN_IMAGE=localhost/mri-classifier-train:gpu
 SAGEMAKER_IMAGE=localhost/mri-classifier:cpu-sagemaker
 PROMETHEUS_IMAGE=localhost/prometheus-debian:latest
 SAGEMAKER_SDK=${SAGEMAKER_SDK:-sagemaker==2.257.7}
@@ -34,7 +39,7 @@ TIMINGS=$WORK/timings.txt
 COMPOSE_PROJECT=mri-image-test
 SOCKET=$WORK/podman.sock
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(tools base build train serve compose sagemaker)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(tools base build train serve build-gpu serve-gpu compose sagemaker)
 
 export CONTAINERS_CONF=$WORK/containers.conf
 SUMMARY=()
@@ -304,6 +309,66 @@ if want serve; then
     kill "$WWW_PID"
     [ -s "$WORK/fetched/$version/saved_model.pb" ] || fail "fetch-model left no model"
     passed "fetch-model (init container) in the service image" $((SECONDS - t))
+fi
+
+# ------------------------------------------------------------------------------------------------ GPU images
+# Built like the CPU images (same Debian base, same stages) with TensorFlow's CUDA build and its CUDA wheels from
+# requirements/gpu.lock and train-gpu.lock; run here without a GPU (none on this machine).
+if want build-gpu; then
+    build train-gpu "$GPU_TRAIN_IMAGE" docker/Dockerfile
+    build service-gpu "$GPU_SERVICE_IMAGE" docker/Dockerfile
+    for image in "$GPU_SERVICE_IMAGE" "$GPU_TRAIN_IMAGE"; do
+        size=$(inspect "$image" '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')
+        printf 'image size %s: %s\n' "$image" "$size" | tee -a "$TIMINGS"
+        [ "$(inspect "$image" '{{json .Config.Entrypoint}}')" = '["mri-classifier"]' ] || fail "$image entrypoint"
+        [ "$(inspect "$image" '{{.Config.User}}')" = 10001 ] || fail "$image does not run as user 10001"
+        env_json=$(inspect "$image" '{{json .Config.Env}}')
+        grep -q '"NVIDIA_DRIVER_CAPABILITIES=compute,utility"' <<<"$env_json" || fail "$image: no NVIDIA variables"
+        ! grep -q -e TF_FORCE_GPU_ALLOW_GROWTH -e PIP_CERT -e PIP_INDEX_URL <<<"$env_json" \
+            || fail "$image keeps a variable that overrides the settings, or a build setting"
+        # TensorFlow's CUDA build with its CUDA libraries, and no tensorflow-cpu beside it.
+        podman run --rm --network none --entrypoint python "$image" -c '
+import importlib.metadata as m, tensorflow as tf
+assert tf.sysconfig.get_build_info()["is_cuda_build"], "not a CUDA build"
+names = {d.metadata["Name"] for d in m.distributions()}
+assert "tensorflow-cpu" not in names and "nvidia-cudnn-cu12" in names, sorted(names)
+print("TensorFlow", tf.__version__, "CUDA", tf.sysconfig.get_build_info()["cuda_version"])' \
+            || fail "$image: not TensorFlow's CUDA build with its CUDA wheels"
+    done
+    podman run --rm --network none --entrypoint sh "$GPU_TRAIN_IMAGE" -c \
+        'test -s /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 && test -s "$MRI_SM_DEFAULT_HYPERPARAMETERS"' \
+        || fail "GPU train image: no Lite0 weights or recipe"
+    inspect "$GPU_SERVICE_IMAGE" '{{json .Config.Healthcheck}}' | grep -q mri-healthcheck || fail "GPU service HEALTHCHECK"
+fi
+
+if want serve-gpu; then
+    t=$SECONDS
+    [ -s "$ML/sample.jpg" ] || { mkdir -p "$ML" && podman run --rm --network none -i --user 0 -v "$ML:/opt/ml" \
+        --entrypoint python3 "$GPU_TRAIN_IMAGE" - /opt/ml <docker/smoke_data.py; }
+    log "docker run IMAGE (GPU image) with no GPU: OpenVINO on the CPU, /predict answers, /readyz says why"
+    podman rm -f -t 0 "$SERVE_NAME" >/dev/null 2>&1 || true
+    start=$EPOCHREALTIME
+    podman run -d --name "$SERVE_NAME" "${HARDENED[@]}" -p "127.0.0.1:$PORT:8080" "$GPU_SERVICE_IMAGE" >/dev/null
+    python3 docker/image_checks.py wait "http://127.0.0.1:$PORT" 240 \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "GPU image never ready without a GPU"; }
+    elapsed "cold start: GPU image without a GPU -> ready (built-in model)" "$start"
+    python3 docker/image_checks.py runtime "http://127.0.0.1:$PORT" openvino "no NVIDIA GPU visible" \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "GPU image without a GPU: not OpenVINO, or no reason"; }
+    python3 docker/image_checks.py source "http://127.0.0.1:$PORT" built-in /opt/mri-classifier/model \
+        || fail "GPU image: not the built-in model"
+    python3 docker/image_checks.py routes "http://127.0.0.1:$PORT" "$ML/sample.jpg" >/dev/null \
+        || { podman logs "$SERVE_NAME" | tail -30; fail "GPU image routes (/predict, /invocations)"; }
+    podman logs "$SERVE_NAME" >"$WORK/gpu-serve.log" 2>&1
+    grep -q 'runtime: openvino on CPU: no NVIDIA GPU visible' "$WORK/gpu-serve.log" \
+        || fail "GPU image: the load log line does not say why it runs on the CPU"
+    podman rm -f -t 5 "$SERVE_NAME" >/dev/null
+    log "a TF_FORCE_GPU_ALLOW_GROWTH that contradicts MRI_GPU_MEMORY_GROWTH is refused at start"
+    if podman run --rm --network none -e TF_FORCE_GPU_ALLOW_GROWTH=false "$GPU_SERVICE_IMAGE" serve \
+        >"$WORK/gpu-conflict.log" 2>&1; then
+        fail "the GPU image started with TF_FORCE_GPU_ALLOW_GROWTH=false against MRI_GPU_MEMORY_GROWTH=true"
+    fi
+    grep -q 'contradicts MRI_GPU_MEMORY_GROWTH' "$WORK/gpu-conflict.log" || fail "no reason given for the refusal"
+    passed "GPU image without a GPU: OpenVINO fallback, /predict, /readyz reason" $((SECONDS - t))
 fi
 
 start_socket() {  # a Docker-compatible API for docker-compose v1 and the SageMaker SDK

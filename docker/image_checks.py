@@ -9,6 +9,8 @@ python3 image_checks.py source http://127.0.0.1:8080 built-in /opt/mri-classifie
                                                                    /readyz serves that model source
 python3 image_checks.py failed http://127.0.0.1:8080 configured /opt/ml/model 240
                                                                    /readyz reports that source failed
+python3 image_checks.py runtime http://127.0.0.1:8080 openvino "no NVIDIA GPU visible"
+                                                                   /readyz serves on that runtime, for that reason
 """
 
 from __future__ import annotations
@@ -168,6 +170,14 @@ def failed(base: str, origin: str, model_dir: str, timeout_s: float) -> int:
     return 1
 
 
+def runtime(base: str, expected: str, why: str) -> int:
+    """``/readyz`` is 200, serves on the ``expected`` runtime, and its ``runtime_reason`` contains ``why``."""
+    status, body = request(base + "/readyz")
+    model = json.loads(body).get("model") or {}
+    say(f"/readyz: {status}, runtime {model.get('runtime')} on {model.get('device')}: {model.get('runtime_reason')}")
+    return 0 if status == 200 and model.get("runtime") == expected and why in model.get("runtime_reason", "") else 1
+
+
 def main(argv: list[str]) -> int:
     """Dispatch to one check."""
     command, base, *rest = argv
@@ -179,6 +189,8 @@ def main(argv: list[str]) -> int:
         return prometheus(base, rest[0], float(rest[1]) if len(rest) > 1 else 120)
     if command == "source":
         return source(base, rest[0], rest[1])
+    if command == "runtime":
+        return runtime(base, rest[0], rest[1])
     if command == "failed":
         return failed(base, rest[0], rest[1], float(rest[2]) if len(rest) > 2 else 240)
     raise SystemExit(f"unknown check {command!r}")

@@ -20,8 +20,11 @@ import pytest
 from tests.deploy.conftest import ROOT, require_tool, run_tool
 
 DOCKERFILES = sorted([*ROOT.glob("docker/Dockerfile*"), *ROOT.glob("docker/*.Dockerfile")])
-SERVICE_TARGETS = {"Dockerfile": "service-cpu", "Dockerfile.gpu": "service-gpu"}
-TRAIN_TARGETS = {"Dockerfile": "train", "Dockerfile.gpu": "train-gpu"}
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+#: service target -> its train target, and the lock each installs
+SERVICE_TARGETS = ("service-cpu", "service-gpu")
+TRAIN_TARGETS = ("train", "train-gpu")
+LOCKS = {"service-cpu": "serve.lock", "train": "train.lock", "service-gpu": "gpu.lock", "train-gpu": "train-gpu.lock"}
 SAGEMAKER_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true"
 
 
@@ -80,13 +83,12 @@ def test_hadolint_passes(dockerfile: Path) -> None:
 
 def test_every_dockerfile_is_linted() -> None:
     names = {p.name for p in DOCKERFILES}
-    assert {"Dockerfile", "Dockerfile.gpu", "prometheus.Dockerfile"} <= names
+    assert {"Dockerfile", "prometheus.Dockerfile"} <= names
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
-def test_sagemaker_contract_of_each_target(dockerfile: str) -> None:
-    stages = parse(ROOT / "docker" / dockerfile)
-    service, train = SERVICE_TARGETS[dockerfile], TRAIN_TARGETS[dockerfile]
+@pytest.mark.parametrize(("service", "train"), zip(SERVICE_TARGETS, TRAIN_TARGETS, strict=True))
+def test_sagemaker_contract_of_each_target(service: str, train: str) -> None:
+    stages = parse(DOCKERFILE)
     for target in (service, train):
         assert effective(stages, target, "ENTRYPOINT") == '["mri-classifier"]', target
         user = effective(stages, target, "USER")
@@ -100,24 +102,23 @@ def test_sagemaker_contract_of_each_target(dockerfile: str) -> None:
     healthcheck = effective(stages, service, "HEALTHCHECK")
     assert healthcheck is not None and "mri-healthcheck" in healthcheck
     assert effective(stages, train, "HEALTHCHECK") == "NONE"
-    assert stages[-1].name == service, "the default target (the last stage) is the service"
+    assert stages[-1].name == "service-cpu", "the default target (the last stage) is the CPU service"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
-def test_dependencies_installed_before_the_code(dockerfile: str) -> None:
-    stages = parse(ROOT / "docker" / dockerfile)
-    for target in (SERVICE_TARGETS[dockerfile], TRAIN_TARGETS[dockerfile]):
-        # A stage that copies the venv from a build stage inherits that stage's order.
-        steps = list(lineage(stages, target))
-        copied_from = [re.search(r"--from=(\S+)", rest) for word, rest in steps if word == "COPY"]
-        for match in filter(None, copied_from):
-            if match.group(1) in {s.name for s in stages} and match.group(1) != "requirements":
-                steps = list(lineage(stages, match.group(1))) + steps
-        deps = next(i for i, (w, r) in enumerate(steps) if w == "RUN" and re.search(r"install .*-r ", r))
-        code = next(i for i, (w, r) in enumerate(steps) if w == "COPY" and r.startswith("service "))
-        assert deps < code, f"{target}: the dependency layer must come before the code"
-        copies_before_deps = [r for w, r in steps[:deps] if w == "COPY"]
-        assert all("service" not in r and "training" not in r for r in copies_before_deps)
+@pytest.mark.parametrize("target", [*SERVICE_TARGETS, *TRAIN_TARGETS])
+def test_dependencies_installed_before_the_code(target: str) -> None:
+    stages = parse(DOCKERFILE)
+    # A stage that copies the venv from a build stage inherits that stage's order.
+    steps = list(lineage(stages, target))
+    copied_from = [re.search(r"--from=(\S+)", rest) for word, rest in steps if word == "COPY"]
+    for match in filter(None, copied_from):
+        if match.group(1) in {s.name for s in stages} and match.group(1) != "requirements":
+            steps = list(lineage(stages, match.group(1))) + steps
+    deps = next(i for i, (w, r) in enumerate(steps) if w == "RUN" and re.search(r"install .*-r ", r))
+    code = next(i for i, (w, r) in enumerate(steps) if w == "COPY" and r.startswith("service "))
+    assert deps < code, f"{target}: the dependency layer must come before the code"
+    copies_before_deps = [r for w, r in steps[:deps] if w == "COPY"]
+    assert all("service" not in r and "training" not in r for r in copies_before_deps)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -134,11 +135,31 @@ def test_builds_take_base_image_and_ca_secret(dockerfile: Path) -> None:
     assert "syntax=" not in text.splitlines()[0], "a # syntax= line makes BuildKit pull a frontend image"
 
 
-def test_gpu_image_takes_tensorflow_from_its_base() -> None:
-    text = (ROOT / "docker" / "Dockerfile.gpu").read_text()
-    assert "ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu" in text
-    assert "--exclude tensorflow --exclude tensorflow-cpu" in text
-    assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in text
+def _venv_stage(stages: list[Stage], target: str) -> str:
+    """The stage whose /opt/venv ``target`` copies."""
+    (source,) = [
+        m.group(1) for w, r in lineage(stages, target) if w == "COPY" and (m := re.search(r"--from=(\S+) /opt/venv", r))
+    ]
+    return source
+
+
+@pytest.mark.parametrize("target", [*SERVICE_TARGETS, *TRAIN_TARGETS])
+def test_each_image_installs_its_own_lock(target: str) -> None:
+    """CPU and GPU images differ only in the lock their venv comes from: tensorflow-cpu, or TensorFlow's CUDA build
+    with the CUDA libraries as PyPI wheels (gpu.lock, train-gpu.lock); both from the Debian base, no Docker Hub
+    TensorFlow image."""
+    stages = parse(DOCKERFILE)
+    steps = list(lineage(stages, _venv_stage(stages, target)))
+    copied = [r for w, r in steps if w == "COPY" and r.endswith("/tmp/requirements.lock")]
+    assert copied == [f"requirements/{LOCKS[target]} /tmp/requirements.lock"], copied
+    assert {s.parent for s in stages if s.parent not in {t.name for t in stages}} == {"${BASE_IMAGE}"}
+    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm-slim$", DOCKERFILE.read_text(), re.M)
+    env = " ".join(rest for word, rest in lineage(stages, target) if word == "ENV")
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" not in env, "it would win over MRI_GPU_MEMORY_GROWTH"
+    if target.endswith("gpu"):
+        assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
+    else:
+        assert "NVIDIA" not in env
 
 
 def _dockerignore_allows(path: str, patterns: list[str]) -> bool:
@@ -179,34 +200,11 @@ def test_build_context_is_an_allow_list_that_holds_every_copy_source() -> None:
     assert not _dockerignore_allows("service/__pycache__/x.pyc", patterns)
 
 
-# ------------------------------------------------------------------------------------ docker/requirements.py
-def _filtered(*args: str) -> str:
-    result = run_tool(sys.executable, "docker/requirements.py", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_lock_filter_drops_tensorflow_with_its_hashes_for_the_gpu_image() -> None:
-    lock = (ROOT / "requirements" / "serve.lock").read_text()
-    kept = _filtered("requirements/serve.lock", "--exclude", "tensorflow", "--exclude", "tensorflow-cpu")
-    names = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", kept, re.M))
-    assert not {"tensorflow", "tensorflow-cpu"} & names
-    assert {"fastapi", "keras", "numpy", "openvino"} <= names, "TensorFlow's own dependencies stay pinned"
-    entries = re.findall(
-        r"^[a-z0-9][a-z0-9._-]*==\S+(?: ;[^\\]*)? \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", kept, re.M
-    )
-    assert len(entries) == len(re.findall(r"^[a-z0-9][a-z0-9._-]*==", kept, re.M)), "every entry keeps its hashes"
-    tf_hashes = set(re.findall(r"tensorflow(?:-cpu)?==.*?\n((?:    --hash=\S+.*\n)+)", lock))
-    assert tf_hashes and not any(h in kept for h in tf_hashes)
-    assert _filtered("requirements/serve.lock") == lock.rstrip("\n") + "\n", "nothing excluded: unchanged"
-
-
 # ------------------------------------------------------------------------------- what the images carry
 def test_service_images_carry_the_shipped_model_and_listen_on_every_interface() -> None:
-    for dockerfile, target in SERVICE_TARGETS.items():
-        stages = parse(ROOT / "docker" / dockerfile)
-        steps = list(lineage(stages, target))
-        assert ("COPY", "models/mri-classifier /opt/mri-classifier/model") in steps, dockerfile
+    for target in SERVICE_TARGETS:
+        steps = list(lineage(parse(DOCKERFILE), target))
+        assert ("COPY", "models/mri-classifier /opt/mri-classifier/model") in steps, target
         env = " ".join(rest for word, rest in steps if word == "ENV")
         assert "MRI_BUILTIN_MODEL_DIR=/opt/mri-classifier/model" in env and "MRI_HOST=0.0.0.0" in env
         assert "MRI_MODEL_DIR" not in env, "set, it would turn the built-in model off"
@@ -215,21 +213,21 @@ def test_service_images_carry_the_shipped_model_and_listen_on_every_interface() 
 
 def test_train_images_carry_the_weights_and_the_recipe() -> None:
     recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())
-    for dockerfile, target in TRAIN_TARGETS.items():
-        steps = list(lineage(parse(ROOT / "docker" / dockerfile), target))
+    for target in TRAIN_TARGETS:
+        steps = list(lineage(parse(DOCKERFILE), target))
         copies = [rest for word, rest in steps if word == "COPY"]
         weights = next(c for c in copies if "efficientnet_lite0_imagenet.weights.h5" in c)
         assert weights.split()[-1] + Path(recipe["weights"]).name == recipe["weights"], "where the recipe reads"
         assert "docker/hyperparameters.json /opt/mri-classifier/hyperparameters.json" in copies
         env = " ".join(rest for word, rest in steps if word == "ENV")
         assert "MRI_SM_DEFAULT_HYPERPARAMETERS=/opt/mri-classifier/hyperparameters.json" in env
-        text = (ROOT / "docker" / dockerfile).read_text()
+        text = DOCKERFILE.read_text()
         assert "lite0_state.py" in text and "training.port_lite0" in text and "requirements/lite0.lock" in text
 
 
 def test_every_install_is_from_a_hashed_lock() -> None:
     """pip installs in the images: --require-hashes from requirements/*.lock, or the project itself --no-deps."""
-    for dockerfile in (ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.gpu"):
+    for dockerfile in (DOCKERFILE,):
         installs = [r for s in parse(dockerfile) for w, r in s.instructions if w == "RUN" and "pip install" in r]
         assert installs
         for run in installs:
@@ -312,5 +310,9 @@ def test_image_test_script_passes_shellcheck() -> None:
 
 def test_make_targets_exist() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("image-test:", "sagemaker-local-test:", "k8s-render:", "images:"):
+    for target in ("image-test:", "sagemaker-local-test:", "k8s-render:", "images:", "images-gpu:"):
         assert re.search(rf"^{target}", makefile, re.M), target
+    images_gpu = makefile[makefile.index("\nimages-gpu:") :].split("\n\n")[0]
+    for target in ("service-gpu", "train-gpu"):
+        assert f"-f docker/Dockerfile --target {target}" in images_gpu, target
+    assert "BASE_IMAGE=$(BASE_IMAGE)" in images_gpu and "tensorflow/tensorflow" not in makefile
