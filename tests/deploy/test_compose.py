@@ -169,3 +169,33 @@ def test_compose_file_paths_exist(compose: dict[str, Any]) -> None:
             if source.startswith("./") and source != "./data/train":  # TRAIN_DATA's default is the user's
                 assert (ROOT / source).exists(), source
     assert Path(ROOT / "docker" / "hyperparameters.json").is_file()
+
+
+GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"
+
+
+def test_gpu_override_reserves_a_gpu_for_the_gpu_images() -> None:
+    """``docker compose -f docker-compose.yml -f docker-compose.gpu.yml``: api and train on the GPU targets, each
+    with one NVIDIA GPU reserved; everything else of the api (hardening, read-only model) as without it."""
+    from service.config import Settings
+
+    tool = require_tool("docker-compose", "apt-get install docker-compose (make deploy-tools does)")
+    result = run_tool(
+        tool, "-f", str(COMPOSE), "-f", str(GPU_OVERRIDE), "--profile", "train", "config", env=_compose_env()
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name, target in (("api", "service-gpu"), ("train", "train-gpu")):
+        service = services[name]
+        assert service["build"]["target"] == target and service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert service["image"].endswith(":gpu")
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    env = services["api"]["environment"]
+    assert (env["MRI_GPU_MEMORY_GROWTH"], env["MRI_GPU_MEMORY_LIMIT_MB"]) == ("true", "0"), "the documented defaults"
+    assert not [k for k in env if k.startswith("TF_")], "nothing that overrides the service's GPU settings"
+    Settings(_env_file=None, **{k.removeprefix("MRI_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    mounts = {target: mode for _, target, mode in map(volume, services["api"]["volumes"])}
+    assert mounts["/opt/ml/model"] == "ro"
+    assert "deploy" not in yaml.safe_load(COMPOSE.read_text())["services"]["api"], "the CPU file reserves nothing"
