@@ -241,7 +241,8 @@ def test_the_default_needs_no_volume_filled_by_hand(renders: Any, overlay_name: 
 def test_model_pvc_is_written_by_the_job_and_read_only_in_the_deployment(renders: Any, overlay: str) -> None:
     objects = renders(overlay, "model-pvc")
     claim = one(objects, "PersistentVolumeClaim", "mri-classifier-models")
-    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], "what every default storage class provides"
+    # CPU: what every default storage class provides; GPU: every GPU pod on a node of its own (see below)
+    assert claim["spec"]["accessModes"] == [{"cpu": "ReadWriteOnce", "gpu": "ReadWriteMany"}[overlay]]
     assert one(objects, "PersistentVolumeClaim", "mri-classifier-training-data")["spec"]["accessModes"] == [
         "ReadWriteOnce"
     ]
@@ -251,11 +252,75 @@ def test_model_pvc_is_written_by_the_job_and_read_only_in_the_deployment(renders
     mount, volume = model_volume(one(objects, "Job"))
     assert not mount.get("readOnly", False) and volume["persistentVolumeClaim"]["claimName"] == "mri-classifier-models"
     assert settings_of(objects)["MRI_MODEL_DIR"] == "/opt/ml/model", "set: never the built-in model instead"
-    for kind in ("Deployment", "Job"):  # ReadWriteOnce: every pod that mounts the claim on one node
-        term = pod_spec(one(objects, kind))["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        assert term[0]["topologyKey"] == "kubernetes.io/hostname"
-        assert term[0]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mri-classifier"}
+    for kind in ("Deployment", "Job"):
+        if overlay == "cpu":  # ReadWriteOnce: every pod that mounts the claim on one node
+            term = pod_spec(one(objects, kind))["affinity"]["podAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+            assert term[0]["topologyKey"] == "kubernetes.io/hostname"
+            assert term[0]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mri-classifier"}
+        else:  # ReadWriteMany: no affinity to pin them together
+            assert "affinity" not in pod_spec(one(objects, kind))
     assert _container(one(objects, "Job"))["image"].endswith(f"-train:{overlay}")
+
+
+def _pinned_to_one_node(workload: dict[str, Any], others: Objects) -> bool:
+    """Whether ``workload`` must run on the node of the other workloads (a required hostname pod affinity that
+    selects them)."""
+    terms = (pod_spec(workload).get("affinity") or {}).get("podAffinity", {})
+    for term in terms.get("requiredDuringSchedulingIgnoredDuringExecution", []):
+        selector = term["labelSelector"]["matchLabels"].items()
+        if term["topologyKey"] == "kubernetes.io/hostname" and any(
+            selector <= o["spec"]["template"]["metadata"]["labels"].items() for o in others
+        ):
+            return True
+    return False
+
+
+def gpus_on_one_node(objects: Objects) -> int:
+    """GPUs that must sit on one node: those of the workloads pinned to each other's node (the Deployment at its
+    replicas, the Job once), or the largest single pod's."""
+    loads = workloads(objects)
+    gpus = {
+        id(w): int(_container(w)["resources"]["limits"].get("nvidia.com/gpu", 0)) * w["spec"].get("replicas", 1)
+        for w in loads
+    }
+    pinned = [w for w in loads if _pinned_to_one_node(w, [o for o in loads if o is not w])]
+    single = max((int(_container(w)["resources"]["limits"].get("nvidia.com/gpu", 0)) for w in loads), default=0)
+    return max(sum(gpus[id(w)] for w in pinned), single)
+
+
+def test_every_render_fits_nodes_with_one_gpu(rendered: tuple[str, str | None, Objects]) -> None:
+    """No render needs a node with several GPUs: with model-pvc on GPU nodes, a ReadWriteOnce store plus its
+    one-node affinity put both replicas and the Job on one node (3 GPUs; 5 at the HPA's maximum)."""
+    overlay, component, objects = rendered
+    assert gpus_on_one_node(objects) <= 1, f"{overlay}+{component}: several GPUs must share one node"
+    # and whatever a ReadWriteOnce claim is mounted by more than one pod keeps those pods on one node
+    rwo = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "PersistentVolumeClaim" and o["spec"]["accessModes"] == ["ReadWriteOnce"]
+    }
+    for claim in rwo:
+        users = [
+            w
+            for w in workloads(objects)
+            if any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod_spec(w)["volumes"])
+        ]
+        if sum(w["spec"].get("replicas", 1) for w in users) > 1:
+            assert all(_pinned_to_one_node(w, users) for w in users), f"{claim}: ReadWriteOnce across nodes"
+
+
+def test_the_one_gpu_check_sees_the_rwo_layout(renders: Any) -> None:
+    """The check fails on the layout it guards against: the GPU render with the CPU overlay's ReadWriteOnce store
+    and its pod affinity put back."""
+    import copy
+
+    gpu, cpu = renders("gpu", "model-pvc"), renders("cpu", "model-pvc")
+    objects = copy.deepcopy(gpu)
+    for kind in ("Deployment", "Job"):
+        pod_spec(one(objects, kind))["affinity"] = copy.deepcopy(pod_spec(one(cpu, kind))["affinity"])
+    assert gpus_on_one_node(objects) == 3 and gpus_on_one_node(gpu) == 1
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -160,7 +160,10 @@ def test_inference_service_serves_the_model_store(kserve_objects: Objects) -> No
         o for o in kserve_objects if o["metadata"]["name"] == container["envFrom"][0]["configMapRef"]["name"]
     )
     assert settings_map["data"]["MRI_MODEL_DIR"] == "/mnt/models", "where KServe mounts the storageUri"
-    Settings(**{k.removeprefix("MRI_").lower(): v for k, v in settings_map["data"].items()})
+    # ready on apply: the built-in model until the TFJob has trained (tests/deploy/test_kserve_predictor.py)
+    assert settings_map["data"]["MRI_BUILTIN_MODEL_UNTIL_TRAINED"] == "true"
+    image = {"builtin_model_dir": "/opt/mri-classifier/model"}  # what the service image sets
+    Settings(**image, **{k.removeprefix("MRI_").lower(): v for k, v in settings_map["data"].items()})
     paths = {route.path for route in v2.router.routes}  # type: ignore[attr-defined]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in paths and container[probe]["httpGet"]["port"] == 8080
