@@ -186,7 +186,10 @@ class StowDestination:
         body = b"".join(head + obj.data + b"\r\n" for obj in objects) + f"--{boundary}--\r\n".encode("ascii")
         content_type = f'{mime.MULTIPART_RELATED}; type="{mime.DICOM}"; boundary={boundary}'
         try:
-            response = self._client.post(self.url, content=body, headers={"Content-Type": content_type})
+            try:
+                response = self._client.post(self.url, content=body, headers={"Content-Type": content_type})
+            except httpx.RemoteProtocolError:  # a kept-alive connection the server had closed: once more, anew
+                response = self._client.post(self.url, content=body, headers={"Content-Type": content_type})
         except httpx.HTTPError as exc:
             raise DeliveryError(f"STOW-RS request failed ({type(exc).__name__})") from None
         if response.status_code not in (200, 202, 409):

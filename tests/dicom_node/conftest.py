@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 from prometheus_client import REGISTRY
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from service.classifier import Classifier
 from service.config import DicomNodeSettings
@@ -55,7 +55,10 @@ class Orthanc:
     rest: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rest = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=60)
+        # no keep-alive: Orthanc closes idle connections after a second, and a reused one can fail
+        self.rest = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.http_port}", timeout=60, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     @property
     def dicomweb(self) -> str:
@@ -234,3 +237,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def associate(port: int, aet: str = SCU_AET, called: str = NODE_AET, tls: Any = None) -> Any:
+    """An association from a pynetdicom SCU to the node (MR Image Storage and Verification proposed)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
+
+
+def store(port: int, slices: list[bytes], aet: str = SCU_AET) -> list[int]:
+    """C-STORE ``slices`` over one association; their statuses."""
+    assoc = associate(port, aet)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(pydicom.dcmread(io.BytesIO(data))).Status) for data in slices]
+    finally:
+        assoc.release()

@@ -132,3 +132,41 @@ def test_series_from_orthanc_comes_back_by_c_store(
     assert sample("mri_dicom_node_sent_total", destination="dimse", kind="summary") - before["summary"] == 1
     for value in (PATIENT["name"], "Doe", PATIENT["id"], study_uid, "ACC-7731", "St-Elsewhere", *sources):
         assert value not in caplog.text
+
+
+def test_series_from_orthanc_comes_back_by_stow_rs(
+    orthanc: Orthanc, start_node: Callable[..., Any], client: Any, dciodvfy: str, tmp_path: Path
+) -> None:
+    node = start_node(stow_url=orthanc.dicomweb)
+    slices = mr_series(4, seed=40)
+    study_uid = str(pydicom.dcmread(io.BytesIO(slices[0])).StudyInstanceUID)
+    sent = sample("mri_dicom_node_sent_total", destination="stow", kind="sr")
+    send_series(orthanc, node, slices)
+    expected = predicted(client, slices)
+    wait_for(lambda: orthanc.count(study_uid) == 4 + 4 + 1, what="4 SRs and a summary stored by STOW-RS")
+
+    found = results(orthanc, study_uid)
+    assert (len(found["mr"]), len(found["sc"]), len(found["summary"])) == (4, 0, 1)
+    check_reports(found["sr"], expected, study_uid)
+    for ds in found["sr"] + found["summary"]:
+        validate(dciodvfy, ds.raw, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    assert sample("mri_dicom_node_sent_total", destination="stow", kind="sr") - sent == 4
+    assert sample("mri_dicom_node_destination_up", destination="stow") == 1
+    assert node.readiness()["ready"] is True
+
+
+def test_non_mr_objects_from_orthanc_are_refused(orthanc: Orthanc, start_node: Callable[..., Any]) -> None:
+    """A CT image: no presentation context for it, so Orthanc's store fails and the node counts nothing."""
+    node = start_node(stow_url=orthanc.dicomweb)
+    ct = pydicom.dcmread(io.BytesIO(mr_series(1, seed=50)[0]))
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    ct.Modality = "CT"
+    buffer = io.BytesIO()
+    ct.save_as(buffer, enforce_file_format=True)
+    series = orthanc.upload(buffer.getvalue())["ParentSeries"]
+    orthanc.add_modality("node", NODE_AET, node.scp.address[1])
+    accepted = sample("mri_dicom_node_received_total", status="accepted")
+    answer = orthanc.rest.post("/modalities/node/store", json={"Resources": [series], "Synchronous": True})
+    assert answer.status_code != 200
+    assert sample("mri_dicom_node_received_total", status="accepted") == accepted
+    assert node.pending == 0 and len(node.tracker) == 0
