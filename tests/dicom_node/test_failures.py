@@ -165,3 +165,23 @@ def test_a_full_outbox_refuses_new_slices(start_node: Callable[..., Any]) -> Non
     assert store(node.scp.address[1], slices[:2]) == [SUCCESS, SUCCESS]
     wait_for(lambda: node.outboxes[0].depth == 2, what="2 results waiting")
     assert store(node.scp.address[1], slices[2:]) == [OUT_OF_RESOURCES]
+
+
+def test_tls_on_the_dicom_port(start_node: Callable[..., Any], tmp_path: Path) -> None:
+    """With a certificate the port speaks TLS only: a TLS client that trusts it echoes, a plain one cannot."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    node = start_node(tls_cert_file=cert, tls_key_file=key)
+    port = node.scp.address[1]
+    client = ssl.create_default_context(cafile=str(cert))
+    secure = associate(port, tls=(client, "localhost"))
+    assert secure.is_established and secure.send_c_echo().Status == SUCCESS
+    secure.release()
+    assert not associate(port).is_established
