@@ -302,6 +302,26 @@ class DicomNodeSettings(BaseSettings):
             return [title.strip() for title in value.split(",") if title.strip()]
         return value
 
+    @field_validator(
+        "store_ae_title",
+        "store_host",
+        "stow_url",
+        "stow_token",
+        "stow_username",
+        "stow_password",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_ca_file",
+        "store_tls_ca_file",
+        "stow_ca_file",
+        "spool_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``VAR=`` in compose or a ConfigMap) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("allowed_aets", mode="after")
     @classmethod
     def _ae_titles(cls, value: list[str]) -> list[str]:
