@@ -25,7 +25,9 @@ from tests.dicom_node.conftest import NODE_AET, PACS_AET, Orthanc, mr_series
 from tests.processes import free_port
 
 
-def _once(pacs: Orthanc, settings: Settings, destination: dict[str, Any], slices: int, quiet: float) -> dict[str, float]:
+def _once(
+    pacs: Orthanc, settings: Settings, destination: dict[str, Any], slices: int, quiet: float
+) -> dict[str, float]:
     node = DicomNode(
         settings,
         DicomNodeSettings(  # type: ignore[call-arg]
