@@ -25,12 +25,12 @@ from typing import Any, Protocol
 from service import mime
 from service.dicom import quiet_pydicom
 from service.dicom_node import metrics
+from service.dicom_node.scp import VERIFICATION
 from service.dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
 
 #: C-STORE statuses under which the object is stored: success and the standard's warnings.
-VERIFICATION = "1.2.840.10008.1.1"
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 SR_KINDS = ("sr", "summary")
 _FAILED_SOP_SEQUENCE, _REFERENCED_SOP_SEQUENCE, _REFERENCED_SOP_INSTANCE = "00081198", "00081199", "00081155"
@@ -259,8 +259,9 @@ class _Entry:
     def load(self) -> ResultObject:
         if self.obj.data or self.path is None:
             return self.obj
-        obj = result_from_file(self.path)
-        return ResultObject(obj.data, self.obj.kind, obj.sop_class_uid, obj.sop_instance_uid, self.obj.received)
+        obj = result_from_file(self.path)  # its kind is known in this run; read from the file after a restart
+        kind = self.obj.kind or obj.kind
+        return ResultObject(obj.data, kind, obj.sop_class_uid, obj.sop_instance_uid, self.obj.received)
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,7 @@ class Outbox:
         self.up = False  # the last reachability check
         if spool is not None:
             for path in spool.pending(self.name):  # left by a previous run: sent first
-                self._entries.append(_Entry(ResultObject(b"", "sr", "", ""), path=path))
+                self._entries.append(_Entry(ResultObject(b"", "", "", ""), path=path))
         metrics.OUTBOX_DEPTH.labels(destination=self.name).set(len(self._entries))
 
     @property

@@ -194,8 +194,8 @@ class StorageSCP:
         except Refused as refused:
             metrics.RECEIVED.labels(status=STATUS_LABELS[refused.status]).inc()
             return _status(refused.status, refused.comment)
-        except Exception:  # never let a bug end the association with a traceback that could quote a value
-            log.error("C-STORE handling failed unexpectedly", exc_info=False)
+        except Exception as exc:  # never let a bug end the association with a traceback that could quote a value
+            log.error("C-STORE handling failed unexpectedly (%s)", type(exc).__name__)
             metrics.RECEIVED.labels(status=STATUS_LABELS[CANNOT_UNDERSTAND]).inc()
             return _status(CANNOT_UNDERSTAND, "internal error")
         metrics.RECEIVED.labels(status="accepted").inc()

@@ -185,3 +185,27 @@ def test_tls_on_the_dicom_port(start_node: Callable[..., Any], tmp_path: Path) -
     assert secure.is_established and secure.send_c_echo().Status == SUCCESS
     secure.release()
     assert not associate(port).is_established
+
+
+def test_results_spooled_by_a_previous_run_are_delivered_first(orthanc: Orthanc, tmp_path: Path) -> None:
+    """A restart finds the spool's files, sends them, and deletes each once stored."""
+    from service.dicom_node.delivery import Outbox, RetryPolicy, StowDestination
+    from service.dicom_node.spool import Spool
+    from service.dicom_results import Algorithm, read_source, structured_report
+    from tests.dicom_node.test_parts import _prediction
+
+    source = read_source(mr_series(1, seed=99)[0])
+    report = structured_report(source, _prediction("glioma"), Algorithm("m", "1", None), "1.2.826.0.1.3680043.8.498.2")
+    Spool(tmp_path / "spool", 1 << 20).put("stow", report)  # left by the run before
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    sent = sample("mri_dicom_node_sent_total", destination="stow", kind="sr")
+    outbox = Outbox(StowDestination(orthanc.dicomweb), RetryPolicy(), 10, spool)
+    assert outbox.depth == 1 and outbox.in_memory == 0
+    outbox.start()
+    try:
+        assert outbox.wait_empty(30)
+    finally:
+        outbox.stop(5)
+    assert orthanc.count(str(source.dataset.StudyInstanceUID)) == 1
+    assert spool.used_bytes == 0 and not list((tmp_path / "spool" / "stow").iterdir())
+    assert sample("mri_dicom_node_sent_total", destination="stow", kind="sr") - sent == 1

@@ -17,6 +17,7 @@ from service.dicom_node.scp import transfer_syntaxes
 from service.dicom_node.series import SeriesTracker
 from service.dicom_node.spool import Spool
 from service.dicom_results import read_source
+from service.labels import CLASSES
 from service.schemas import InputCheck, Prediction
 from tests.dicom_node.conftest import mr_series
 
@@ -54,7 +55,8 @@ def _prediction(label: str, warning: bool = False) -> Prediction:
         border_brightness=0.0,
         ood_score=None,
     )
-    return Prediction(label=label, confidence=0.9, probabilities={label: 0.9}, check=check)
+    probabilities = {name: 0.9 if name == label else 0.1 / 3 for name in CLASSES}
+    return Prediction(label=label, confidence=0.9, probabilities=probabilities, check=check)
 
 
 def test_a_series_is_complete_once_quiet_with_nothing_pending() -> None:
