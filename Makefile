@@ -113,10 +113,16 @@ deploy-tools:  ## docker-compose v1 for the compose test (apt, as root), when mi
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; } \
 		|| { echo "install docker-compose (apt-get install docker-compose) for tests/deploy"; exit 1; }
 
-dicom-tools:  ## dicom3tools' dciodvfy, which validates the DICOM results in the tests (apt, as root), when missing
-	@command -v dciodvfy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q \
-		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dicom3tools; } \
-		|| { echo "install dicom3tools (apt-get install dicom3tools) for tests/service/routes/test_dicom_results.py"; exit 1; }
+# dicom3tools' dciodvfy validates the DICOM results; Orthanc (with its DICOMweb plugin) is the PACS and dcmtk's
+# echoscu/storescu the second DICOM client of tests/dicom_node. Debian's orthanc package tries to start its own
+# service on install: where no init system runs that fails harmlessly; the tests start their own Orthanc.
+DICOM_TOOLS := dciodvfy:dicom3tools Orthanc:orthanc storescu:dcmtk
+dicom-tools:  ## dciodvfy (dicom3tools), Orthanc + its DICOMweb plugin and dcmtk for the DICOM tests (apt, as root), when missing
+	@need=""; for pair in $(DICOM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || need="$$need $${pair#*:}"; done; \
+		[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need="$$need orthanc-dicomweb"; \
+		[ -z "$$need" ] || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need; } \
+		|| { echo "install$$need (apt-get install$$need) for tests/service/routes/test_dicom_results.py and tests/dicom_node"; exit 1; }
 
 images:  ## build mri-classifier:cpu and mri-classifier-train:cpu (ENGINE=docker|podman, BASE_IMAGE, CA_BUNDLE)
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-cpu -t mri-classifier:cpu .

@@ -1,4 +1,5 @@
-"""The service's one settings object: typed fields read from ``MRI_*`` environment variables (or ``.env``).
+"""The service's one settings object: typed fields read from ``MRI_*`` environment variables (or ``.env``), and
+its sibling for ``mri-classifier dicom-node`` (``MRI_DICOM_NODE_*``, ``DicomNodeSettings``).
 
 This is the only module that reads the environment. SageMaker's own variables are honoured where the
 platform sets them: ``SAGEMAKER_BIND_TO_PORT`` wins over ``MRI_PORT`` and ``SAGEMAKER_CONTAINER_LOG_LEVEL``
@@ -226,6 +227,163 @@ class Settings(BaseSettings):
                 f"{str(self.gpu_memory_growth).lower()}: unset it, GPU memory follows MRI_GPU_MEMORY_GROWTH and "
                 "MRI_GPU_MEMORY_LIMIT_MB"
             )
+        return self
+
+
+_AE_TITLE = r"^[ -\[\]-~]{1,16}$"  # 1-16 characters of the DICOM default repertoire, no backslash
+
+
+class DicomNodeSettings(BaseSettings):
+    """The DICOM node's own knobs (``mri-classifier dicom-node``); env var ``MRI_DICOM_NODE_<FIELD>``. The model,
+    batching and input checks are the service's ``Settings`` (``MRI_*``), shared with ``/predict``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MRI_DICOM_NODE_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,  # a refused password must not end up in a crash log
+    )
+
+    ae_title: str = Field(default="MRICLASSIFIER", pattern=_AE_TITLE, description="The node's own AE title.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface the DICOM and HTTP ports bind: this machine only, unless set (compose, k8s: 0.0.0.0).",
+    )
+    port: int = Field(default=11112, ge=1, le=65535, description="DICOM port (C-ECHO, C-STORE).")
+    http_port: int = Field(default=8081, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: off).")
+    allowed_aets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to associate (comma-separated; required: the node refuses to start "
+        "with none). Every other caller's association is rejected.",
+    )
+    max_associations: int = Field(default=4, ge=1, le=64, description="Associations at once (more are rejected).")
+    max_association_instances: int = Field(
+        default=2000, ge=1, description="Instances one association may store; the next ones get 0xA700."
+    )
+    max_instance_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest instance accepted (0xA700 above)."
+    )
+    max_pending: int = Field(
+        default=64,
+        ge=1,
+        description="Slices received and not yet classified; more get 0xA700 (at most MRI_MAX_QUEUE_SIZE).",
+    )
+    network_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Idle association timeout.")
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate: the DICOM port speaks TLS.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of MRI_DICOM_NODE_TLS_CERT_FILE.")
+    tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle: callers must present a certificate it signed (mutual TLS)."
+    )
+    store_ae_title: str | None = Field(
+        default=None, pattern=_AE_TITLE, description="C-STORE destination of the results: the PACS's AE title."
+    )
+    store_host: str | None = Field(default=None, description="C-STORE destination: host.")
+    store_port: int = Field(default=104, ge=1, le=65535, description="C-STORE destination: port.")
+    store_tls: bool = Field(default=False, description="C-STORE destination speaks TLS.")
+    store_tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the C-STORE destination (default: the system's)."
+    )
+    stow_url: str | None = Field(
+        default=None, description="STOW-RS destination: the DICOMweb base URL (results go to <url>/studies)."
+    )
+    stow_token: SecretStr | None = Field(default=None, description="STOW-RS: bearer token.")
+    stow_username: str | None = Field(default=None, description="STOW-RS: basic auth user.")
+    stow_password: SecretStr | None = Field(default=None, description="STOW-RS: basic auth password.")
+    stow_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the DICOMweb server (default: the system's)."
+    )
+    stow_timeout_s: float = Field(default=30.0, gt=0, le=600, description="STOW-RS request timeout.")
+    send_secondary_capture: bool = Field(
+        default=False, description="Also send a Secondary Capture of each slice's Grad-CAM overlay."
+    )
+    series_summary: bool = Field(
+        default=True,
+        description="Send one summary SR per series once it has been quiet for MRI_DICOM_NODE_SERIES_QUIET_S.",
+    )
+    series_quiet_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds without a new slice after which a series is complete."
+    )
+    delivery_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Tries of a delivery before it counts as failed (then dropped, or kept in "
+        "the spool and retried every MRI_DICOM_NODE_DELIVERY_MAX_BACKOFF_S).",
+    )
+    delivery_backoff_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Wait before the first retry; doubled each time."
+    )
+    delivery_max_backoff_s: float = Field(default=300.0, gt=0, le=86400, description="Longest wait between retries.")
+    delivery_batch: int = Field(default=32, ge=1, le=1000, description="Objects sent per association or request.")
+    max_outbox: int = Field(
+        default=1000, ge=1, description="Results held in memory per destination; when full, new slices get 0xA700."
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Folder for results whose delivery failed, kept until delivered (also across restarts). "
+        "Unset: nothing is ever written to disk.",
+    )
+    spool_max_bytes: int = Field(
+        default=1024**3, ge=1024, description="Size limit of the spool; when full, new slices get 0xA700."
+    )
+    ready_requires_destinations: bool = Field(
+        default=True, description="/readyz is 503 while a destination does not answer (C-ECHO, HTTP)."
+    )
+    destination_check_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds between reachability checks of the destinations."
+    )
+
+    @field_validator("allowed_aets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [title.strip() for title in value.split(",") if title.strip()]
+        return value
+
+    @field_validator(
+        "store_ae_title",
+        "store_host",
+        "stow_url",
+        "stow_token",
+        "stow_username",
+        "stow_password",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_ca_file",
+        "store_tls_ca_file",
+        "stow_ca_file",
+        "spool_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``VAR=`` in compose or a ConfigMap) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_aets", mode="after")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        import re
+
+        for title in value:
+            if not re.fullmatch(_AE_TITLE, title):
+                raise ValueError("an AE title is 1 to 16 characters, no backslash")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DicomNodeSettings:
+        if (self.store_host is None) != (self.store_ae_title is None):
+            raise ValueError("set both MRI_DICOM_NODE_STORE_HOST and MRI_DICOM_NODE_STORE_AE_TITLE, or neither")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both MRI_DICOM_NODE_TLS_CERT_FILE and MRI_DICOM_NODE_TLS_KEY_FILE, or neither")
+        if self.stow_token is not None and self.stow_username is not None:
+            raise ValueError("STOW-RS takes a bearer token or basic auth, not both")
+        if (self.stow_username is None) != (self.stow_password is None):
+            raise ValueError("set both MRI_DICOM_NODE_STOW_USERNAME and MRI_DICOM_NODE_STOW_PASSWORD, or neither")
+        if self.stow_url is not None and not self.stow_url.startswith(("http://", "https://")):
+            raise ValueError("MRI_DICOM_NODE_STOW_URL must be an http:// or https:// URL")
         return self
 
 

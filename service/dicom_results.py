@@ -18,7 +18,7 @@ name when it looks invalid) and every failure becomes a fixed reason.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ SR_SERIES_NUMBER = 900
 SC_SERIES_NUMBER = 901
 SR_SERIES_DESCRIPTION = "AI tumour class probabilities - NOT FOR DIAGNOSIS"
 SC_SERIES_DESCRIPTION = "AI Grad-CAM overlay - NOT FOR DIAGNOSIS"
+SUMMARY_SERIES_NUMBER = 902
+SUMMARY_SERIES_DESCRIPTION = "AI series summary of slice probabilities - NOT FOR DIAGNOSIS"
 DISCLAIMER = (
     "Not a diagnosis. Research and decision-support output of an automated classifier of one 2-D MRI slice: "
     "class probabilities, not findings. It must not be used to diagnose, triage or treat anyone."
@@ -203,10 +205,11 @@ def _device(algorithm: Algorithm) -> Any:
     )
 
 
-def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, explained: str | None) -> Any:
-    """The TID 1500 content tree: one measurement group with the four probabilities, the predicted class and
-    the input check (its four Yes/No answers and each of its reasons), plus a root-level comment that it is not
-    a diagnosis."""
+def _measurement_group(
+    source: SourceImage, prediction: Prediction, algorithm: Algorithm, explained: str | None, identifier: str
+) -> Any:
+    """One TID 1501 measurement group: the four probabilities, the predicted class and the input check of one
+    image, which it references as its source."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -230,8 +233,8 @@ def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, e
         evaluations.append(
             hd.sr.QualitativeEvaluation(_code("explained_class", "Grad-CAM class"), class_code(explained))
         )
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier="MRI slice classification"),
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=identifier),
         algorithm_id=hd.sr.AlgorithmIdentification(
             name=algorithm.name, version=algorithm.version, parameters=algorithm.parameters or None
         ),
@@ -247,22 +250,40 @@ def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, e
         qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup(str(ref.SOPClassUID), str(ref.SOPInstanceUID))],
     )
+
+
+def _measurement_report(groups: list[Any], algorithm: Algorithm, comments: Sequence[str]) -> Any:
+    """The TID 1500 content tree: the measurement groups, plus root-level comments (the first says it is not a
+    diagnosis)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=_device(algorithm)),
         procedure_reported=codes.LN.BrainMRI,
-        imaging_measurements=[group],
+        imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
-    comments = hd.sr.ContainerContentItem(
+    container = hd.sr.ContainerContentItem(
         name=hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations"),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    disclaimer = hd.sr.TextContentItem(
-        name=codes.DCM.Comment, value=DISCLAIMER, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
+            for text in (DISCLAIMER, *comments)
+        ]
     )
-    comments.ContentSequence = hd.sr.ContentSequence([disclaimer])
-    report[0].ContentSequence.append(comments)
+    report[0].ContentSequence.append(container)
     return report
+
+
+def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, explained: str | None) -> Any:
+    """The TID 1500 content tree of one image: one measurement group, plus a comment that it is not a diagnosis."""
+    group = _measurement_group(source, prediction, algorithm, explained, "MRI slice classification")
+    return _measurement_report([group], algorithm, ())
 
 
 def _encode(dataset: Any) -> bytes:
@@ -315,7 +336,12 @@ def structured_report(
 
 
 def secondary_capture(
-    source: SourceImage, overlay_rgb: np.ndarray, algorithm: Algorithm, explained: str, series_uid: str
+    source: SourceImage,
+    overlay_rgb: np.ndarray,
+    algorithm: Algorithm,
+    explained: str,
+    series_uid: str,
+    instance_number: int = 1,
 ) -> bytes:
     """A Secondary Capture (Part 10 bytes) of the Grad-CAM overlay (uint8 RGB), derived, not for diagnosis."""
     import highdicom as hd
@@ -335,7 +361,7 @@ def secondary_capture(
             series_instance_uid=series_uid,
             series_number=SC_SERIES_NUMBER,
             sop_instance_uid=new_uid(),
-            instance_number=1,
+            instance_number=instance_number,
             manufacturer=MANUFACTURER,
             manufacturer_model_name=algorithm.name,
             software_versions=algorithm.version,
@@ -360,3 +386,50 @@ def secondary_capture(
         return image
 
     return _build("secondary capture", build)
+
+
+def series_summary_text(predictions: Sequence[Prediction]) -> str:
+    """One line for a series: how many slices, how many of each predicted class, how many with a warning."""
+    counts = {name: sum(p.label == name for p in predictions) for name in CLASSES}
+    warned = sum(bool(p.check is not None and p.check.warning) for p in predictions)
+    classes = ", ".join(f"{_CLASS_MEANINGS.get(name, name).lower()} {count}" for name, count in counts.items())
+    return (
+        f"Series summary: {len(predictions)} slice(s) classified one by one; predicted class per slice: {classes}; "
+        f"{warned} slice(s) with an input check warning. The counts are not a finding about the patient."
+    )
+
+
+def series_report(
+    slices: Sequence[tuple[SourceImage, Prediction]], algorithm: Algorithm, series_uid: str, instance_number: int = 1
+) -> bytes:
+    """A Comprehensive SR for the slices of one series: a measurement group per slice (its probabilities, class and
+    check, referencing it) and the counts as a comment, with the not-a-diagnosis wording."""
+    import highdicom as hd
+
+    if not slices:
+        raise DicomResultError("a series summary needs at least one slice")
+
+    def build() -> Any:
+        groups = [
+            _measurement_group(source, prediction, algorithm, None, f"MRI slice {index}")
+            for index, (source, prediction) in enumerate(slices, start=1)
+        ]
+        content = _measurement_report(groups, algorithm, [series_summary_text([p for _, p in slices])])
+        return hd.sr.ComprehensiveSR(
+            evidence=[source.dataset for source, _ in slices],
+            content=content,
+            series_instance_uid=series_uid,
+            series_number=SUMMARY_SERIES_NUMBER,
+            sop_instance_uid=new_uid(),
+            instance_number=instance_number,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=algorithm.name,
+            software_versions=algorithm.version,
+            series_description=SUMMARY_SERIES_DESCRIPTION,
+            coding_schemes=[_coding_scheme()],
+            is_complete=True,
+            is_final=True,
+            is_verified=False,
+        )
+
+    return _build("series summary", build)

@@ -15,6 +15,7 @@ PNG = "image/png"
 X_IMAGE = "application/x-image"
 OCTET_STREAM = "application/octet-stream"
 DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"  # DICOMweb answers (STOW-RS, QIDO-RS)
 MULTIPART_FORM = "multipart/form-data"
 MULTIPART_RELATED = "multipart/related"
 

@@ -1,5 +1,5 @@
-"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``predict``, ``serve``, ``sagemaker``
-and ``fetch-model``; ``--version`` prints the installed version.
+"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``predict``, ``serve``, ``dicom-node``,
+``sagemaker`` and ``fetch-model``; ``--version`` prints the installed version.
 
 ``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
 entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
         "predict": ("training.predict", "Score image files and folders into a CSV, without a server."),
         "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
+        "dicom-node": ("service.dicom_node.node", "Receive MR series from a PACS over DICOM, send the results back."),
         "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
         "fetch-model": ("service.fetch_model", "Download a model (s3:// or https://) into a folder."),
     }

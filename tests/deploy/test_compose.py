@@ -48,7 +48,7 @@ def test_docker_compose_validates_the_file(extra: dict[str, str]) -> None:
     result = run_tool(tool, "-f", str(COMPOSE), "--profile", "train", "config", env=_compose_env(**extra))
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)
-    assert set(rendered["services"]) == {"api", "train", "prometheus", "grafana"}
+    assert set(rendered["services"]) == {"api", "train", "dicom-node", "prometheus", "grafana"}
     mounts = {target: (source, mode) for source, target, mode in map(volume, rendered["services"]["api"]["volumes"])}
     source, mode = mounts["/opt/ml/model"]
     assert mode == "ro"
