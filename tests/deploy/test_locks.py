@@ -19,7 +19,12 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: lock file -> the extras it holds (what `make lock` compiles)
 LOCK_EXTRAS = {"serve.lock": ("serve", "aws"), "train.lock": ("train", "aws"), "dev.lock": ("dev",)}
 #: lock file -> its input file
-LOCK_INPUTS = {"bootstrap.lock": "bootstrap.in", "build.lock": "build.in", "lite0.lock": "lite0.in", "kubectl.lock": "kubectl.in"}
+LOCK_INPUTS = {
+    "bootstrap.lock": "bootstrap.in",
+    "build.lock": "build.in",
+    "lite0.lock": "lite0.in",
+    "kubectl.lock": "kubectl.in",
+}
 _ENTRY = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+?)(?: ;[^\\\n]*)? \\\n((?:    --hash=sha256:[0-9a-f]{64}.*\n)+)", re.M
 )
