@@ -5,9 +5,11 @@
 # resolve each other's names under podman 4.3) and works where Docker Hub is unreachable and a TLS proxy
 # intercepts. Proves: the service image serves its built-in model with no mount and no other step (and a
 # mounted model instead, and never the built-in one in place of a broken mount); a plain `docker-compose up`
-# becomes ready and predicts; the train image trains the shipped recipe offline from its own Lite0 weights; the
-# GPU images build from the same Debian base with TensorFlow's CUDA wheels, and the GPU service image, run
-# without a GPU, falls back to OpenVINO on the CPU, answers /predict and says why on /readyz.
+# becomes ready and predicts; the train image runs the whole shipped recipe (fine-tuning, probe, weight mix,
+# temperature, kNN bank, warning thresholds, report) offline from its own Lite0 weights on a small subset, and
+# the service image serves what it made; the GPU images build from the same Debian base with TensorFlow's CUDA
+# wheels, and the GPU service image, run without a GPU, falls back to OpenVINO on the CPU, answers /predict and
+# says why on /readyz.
 #
 #   bash docker/image-test.sh                  every phase
 #   bash docker/image-test.sh sagemaker        only some phases (tools base build train serve build-gpu serve-gpu
@@ -180,9 +182,12 @@ if want build; then
         'ls /opt/mri-classifier/model/*/saved_model.pb && [ -z "$(ls -A /opt/ml/model)" ]' >/dev/null \
         || fail "service image: no built-in model, or /opt/ml/model not empty"
     podman run --rm --network none "$SERVICE_IMAGE" --version | grep -q '^mri-classifier ' || fail "--version"
-    podman run --rm --network none --entrypoint sh "$TRAIN_IMAGE" -c \
-        'test -s /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 && test -s "$MRI_SM_DEFAULT_HYPERPARAMETERS"' \
-        || fail "train image: no Lite0 weights or recipe"
+    # The recipe (package data) finds its ImageNet weights where the image put them.
+    weights=$(podman run --rm --network none --entrypoint python3 "$TRAIN_IMAGE" -c \
+        'from training.recipe import recipe, resolve_weights; r = recipe(); print(resolve_weights(r["backbone"], r["weights"]))') \
+        || fail "train image: no recipe, or its weights are missing"
+    [ "$weights" = /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 ] \
+        || fail "train image: the recipe's weights resolve to $weights"
     [ "$(inspect "$SERVICE_IMAGE" '{{json .Config.Cmd}}')" = '["serve"]' ] || fail "service default command"
     [ "$(inspect "$TRAIN_IMAGE" '{{json .Config.Cmd}}')" = '["train"]' ] || fail "train default command"
     label='{{index .Config.Labels "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"}}'
@@ -216,14 +221,24 @@ if want train; then
     for f in saved_model.pb variables metadata.json; do
         [ -e "$ML/model/$version/$f" ] || fail "model $version lacks $f"
     done
-    # The shipped recipe (the image's default hyperparameters) from the image's own Lite0 weights, offline.
-    python3 - "$ML/model/$version/metadata.json" <<'PY' || fail "the job did not train the shipped recipe"
-import json, sys
-training = json.load(open(sys.argv[1]))["training"]
+    # The shipped recipe (train's defaults) from the image's own Lite0 weights, offline, every stage of it.
+    python3 - "$ML/model/$version/metadata.json" "$ML/output/data" <<'PY' || fail "the job did not run the shipped recipe"
+import json, pathlib, sys
+meta = json.load(open(sys.argv[1]))
+training = meta["training"]
 assert training["backbone"] == "efficientnet_lite0", training["backbone"]
 assert training["weights"] == "/opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5", training
 assert training["fine_tune_from"] == "block4a" and training["crop_brain"] is True, training
-print(f"trained {training['backbone']} from {training['weights']}, {training['epochs']} epochs")
+assert set(meta["recipe_overrides"]) == {"epochs", "freeze_epochs", "image_size", "batch_size"}, meta["recipe_overrides"]
+wise = meta["wise_ft"]
+assert sorted(float(a) for a in wise["mixes"]) == training["mix_alphas"] and wise["alpha"] in training["mix_alphas"]
+assert all(isinstance(meta["ood"][k], float) for k in ("max_border_brightness", "min_confidence", "max_ood_score"))
+stages = [s["stage"] for s in meta["stages"]]
+assert stages == ["prepare", "finetune", "probe", "mix", "temperature", "ood_bank", "export", "thresholds", "report"]
+assert (pathlib.Path(sys.argv[2]) / "training_report.md").is_file()
+print(f"trained {training['backbone']} from {training['weights']}, {training['epochs']} epochs, alpha {wise['alpha']}")
+for s in meta["stages"]:
+    print(f"  stage {s['stage']}: {s['wall_s']} s wall, {s['cpu_s']} s CPU")
 PY
     log "model version $version in /opt/ml/model: $(du -sh "$ML/model/$version" | cut -f1)"
     passed "train in container" $((SECONDS - t))
@@ -279,6 +294,9 @@ if want serve; then
         || { podman logs "$SERVE_NAME" | tail -30; fail "route checks"; }
     python3 docker/image_checks.py source "http://127.0.0.1:$PORT" configured /opt/ml/model \
         || fail "the mounted model does not win over the built-in one"
+    trained=$(find "$ML/model" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)
+    python3 docker/image_checks.py version "http://127.0.0.1:$PORT" "$trained" \
+        || fail "the served version is not its folder's number"
     podman healthcheck run "$SERVE_NAME" >/dev/null || fail "HEALTHCHECK reports unhealthy"
     [ "$(podman exec "$SERVE_NAME" id -u)" = 10001 ] || fail "service is not running as 10001"
     if podman exec "$SERVE_NAME" sh -c 'touch /opt/ml/x || touch /usr/x' 2>/dev/null; then
@@ -335,9 +353,11 @@ assert "tensorflow-cpu" not in names and "nvidia-cudnn-cu12" in names, sorted(na
 print("TensorFlow", tf.__version__, "CUDA", tf.sysconfig.get_build_info()["cuda_version"])' \
             || fail "$image: not TensorFlow's CUDA build with its CUDA wheels"
     done
-    podman run --rm --network none --entrypoint sh "$GPU_TRAIN_IMAGE" -c \
-        'test -s /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 && test -s "$MRI_SM_DEFAULT_HYPERPARAMETERS"' \
-        || fail "GPU train image: no Lite0 weights or recipe"
+    gpu_weights=$(podman run --rm --network none --entrypoint python3 "$GPU_TRAIN_IMAGE" -c \
+        'from training.recipe import recipe, resolve_weights; r = recipe(); print(resolve_weights(r["backbone"], r["weights"]))') \
+        || fail "GPU train image: no recipe, or its weights are missing"
+    [ "$gpu_weights" = /opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5 ] \
+        || fail "GPU train image: the recipe's weights resolve to $gpu_weights"
     inspect "$GPU_SERVICE_IMAGE" '{{json .Config.Healthcheck}}' | grep -q mri-healthcheck || fail "GPU service HEALTHCHECK"
 fi
 

@@ -11,6 +11,8 @@ python3 image_checks.py failed http://127.0.0.1:8080 configured /opt/ml/model 24
                                                                    /readyz reports that source failed
 python3 image_checks.py runtime http://127.0.0.1:8080 openvino "no NVIDIA GPU visible"
                                                                    /readyz serves on that runtime, for that reason
+python3 image_checks.py version http://127.0.0.1:8080 1           /readyz and TF Serving's status report
+                                                                   that version (its folder's number)
 """
 
 from __future__ import annotations
@@ -178,6 +180,18 @@ def runtime(base: str, expected: str, why: str) -> int:
     return 0 if status == 200 and model.get("runtime") == expected and why in model.get("runtime_reason", "") else 1
 
 
+def version(base: str, expected: str) -> int:
+    """``/readyz`` and ``/v1/models/<name>`` report ``expected``, the number of the folder served from."""
+    status, body = request(base + "/readyz")
+    model = json.loads(body).get("model", {}) if status == 200 else {}
+    found = [str(model.get("version"))]
+    status, body = request(f"{base}/v1/models/{model.get('name', 'mri-classifier')}")
+    if status == 200:
+        found += [s["version"] for s in json.loads(body)["model_version_status"]]
+    say(f"versions reported: {found} (folder {expected})")
+    return 0 if found == [expected, expected] else 1
+
+
 def main(argv: list[str]) -> int:
     """Dispatch to one check."""
     command, base, *rest = argv
@@ -193,6 +207,8 @@ def main(argv: list[str]) -> int:
         return runtime(base, rest[0], rest[1])
     if command == "failed":
         return failed(base, rest[0], rest[1], float(rest[2]) if len(rest) > 2 else 240)
+    if command == "version":
+        return version(base, rest[0])
     raise SystemExit(f"unknown check {command!r}")
 
 

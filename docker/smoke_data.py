@@ -17,8 +17,9 @@ from PIL import Image
 CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
 PER_CLASS = 12
 SIZE = 48
-#: Overrides of the image's recipe (docker/hyperparameters.json: Lite0 from the image's ImageNet weights, brain
-#: crop, fine-tuning from block4a): the same recipe, small enough for a smoke run.
+#: Overrides of the recipe (training/recipe.json, train's defaults: Lite0 from the image's ImageNet weights, brain
+#: crop, fine-tuning from block4a, probe and weight mix, warning thresholds): the same recipe, small enough for a
+#: smoke run.
 HYPERPARAMETERS = {
     "epochs": "2",
     "freeze_epochs": "1",

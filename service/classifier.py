@@ -39,7 +39,7 @@ from service.runtime import (
     runtime_choice,
 )
 from service.tta import outputs_with_tta
-from service.versions import METADATA_FILE, find_version_dir
+from service.versions import METADATA_FILE, find_version_dir, version_number
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +134,6 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
     return metadata
 
 
-def _version_number(version_dir: Path, metadata: dict[str, Any]) -> int:
-    if isinstance(metadata.get("version"), int):
-        return int(metadata["version"])
-    return int(version_dir.name) if version_dir.name.isdigit() else 1
-
-
 def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
     """Run the model on black images at each batch size and check the output is a probability per class. The
     images are uint8, as the service's decoders make them: the path that requests take is the one warmed."""
@@ -164,7 +158,7 @@ def load_model(settings: Settings, version_dir: Path | None = None) -> LoadedMod
         )
     info = ModelInfo(
         name=settings.model_name or str(metadata.get("model_name") or DEFAULT_MODEL_NAME),
-        version=_version_number(version_dir, metadata),
+        version=version_number(version_dir, metadata),
         runtime=runtime.name,
         device=runtime.device,
         precision=runtime.precision,

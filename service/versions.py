@@ -1,11 +1,13 @@
 """Versioned model folders, TensorFlow Serving's layout: ``<model_dir>/<version>/saved_model.pb`` beside
-``metadata.json``. The one definition of "a version" and of "the newest version", used by the service, the
-evaluator, the exporter and the SageMaker packager.
+``metadata.json``. The one definition of "a version", of "the newest version" and of the number a model
+reports, used by the service, the evaluator, the exporter, ``mri-classifier publish`` and the SageMaker packager.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from service.runtime import ModelLoadError
 
@@ -46,3 +48,13 @@ def next_version(model_dir: Path) -> int:
     """One more than the highest numeric folder under ``model_dir``, complete or not (1 when there is none), so
     that an export never lands in a folder that a copy is filling."""
     return max(version_folders(model_dir), default=0) + 1
+
+
+def version_number(version_dir: Path, metadata: Mapping[str, Any]) -> int:
+    """The version a model reports: the number of the folder it is served from (a copy into folder 4 is version
+    4, whatever its ``metadata.json`` says). Only a SavedModel served from a folder whose name is not a number
+    falls back to the exporter's stamp in the metadata, then to 1."""
+    if version_dir.name.isdigit():
+        return int(version_dir.name)
+    stamp = metadata.get("version")
+    return stamp if isinstance(stamp, int) and not isinstance(stamp, bool) and stamp >= 1 else 1

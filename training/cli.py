@@ -1,5 +1,5 @@
-"""The ``mri-classifier`` command: ``train``, ``evaluate``, ``prepare``, ``predict``, ``serve``, ``dicom-node``,
-``sagemaker`` and ``fetch-model``; ``--version`` prints the installed version.
+"""The ``mri-classifier`` command: ``train``, ``publish``, ``evaluate``, ``prepare``, ``predict``, ``serve``,
+``dicom-node``, ``sagemaker`` and ``fetch-model``; ``--version`` prints the installed version.
 
 ``train`` and ``serve`` are also the two arguments SageMaker starts a container with, so the container's
 entrypoint is this command. Heavy modules are imported inside each subcommand: ``serve`` needs only the
@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; each one parses its own options."""
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "train": ("training.train", "Train, calibrate and export a model (SageMaker `train` contract too)."),
+        "train": ("training.job", "Train the shipped recipe end to end (SageMaker `train` contract too)."),
+        "publish": ("training.publish", "Add a trained model to a model store as its next version, atomically."),
         "evaluate": ("training.evaluate", "Evaluate an exported model on a test folder and write a report."),
         "prepare": ("training.prepare", "De-duplicate, split and write the dataset as sharded TFRecords."),
         "predict": ("training.predict", "Score image files and folders into a CSV, without a server."),

@@ -23,7 +23,7 @@ import numpy as np
 from service.labels import CLASSES
 from service.runtime import ModelLoadError
 from service.tta import TTA_MODES, outputs_with_tta
-from service.versions import find_version_dir
+from service.versions import find_version_dir, version_number
 
 log = logging.getLogger("training.evaluate")
 
@@ -215,7 +215,7 @@ def evaluate(
     metrics: dict[str, Any] = {
         "model": {
             "name": metadata.get("model_name"),
-            "version": metadata.get("version"),
+            "version": version_number(version_dir, metadata),
             "path": str(version_dir),
         },
         "tta": tta,

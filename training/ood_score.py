@@ -13,6 +13,7 @@ score itself and TensorFlow, OpenVINO and ONNX Runtime all compute it the same w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -80,13 +81,18 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer(EMBEDDING_LAYER).output, name="embedding")
 
 
-def embed(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Penultimate embeddings of uint8/float images [N, S, S, 3] (inference mode, batch by batch)."""
+def embed(
+    model: keras.Model, images: np.ndarray, batch_size: int = 32, on_batch: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Penultimate embeddings of uint8/float images [N, S, S, 3] (inference mode, batch by batch); ``on_batch``
+    is called with each batch's size (progress)."""
     encoder = embedding_model(model)
-    out = [
-        np.asarray(encoder(np.asarray(images[i : i + batch_size], dtype=np.float32), training=False))
-        for i in range(0, len(images), batch_size)
-    ]
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = np.asarray(images[i : i + batch_size], dtype=np.float32)
+        out.append(np.asarray(encoder(batch, training=False)))
+        if on_batch is not None:
+            on_batch(len(batch))
     return np.concatenate(out) if out else np.zeros((0, int(encoder.output.shape[-1])), np.float32)
 
 

@@ -24,17 +24,20 @@ def run(argv: list[str]) -> int:
     from training.train import TrainConfig, configure_logging, prepare_data
 
     configure_logging()
-    p = argparse.ArgumentParser(prog="mri-classifier prepare", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="mri-classifier prepare", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data", required=True, help="image folder, one sub-folder per class")
     p.add_argument("--test", help="test folder: its images with a copy in --data are listed in the manifest")
     p.add_argument(
         "--out", required=True, type=Path, help="new or empty folder, or one an earlier `prepare` wrote (replaced)"
     )
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--near-threshold", type=float, default=0.97)
-    p.add_argument("--seed", type=int, default=42)
+    d = TrainConfig(data="")  # the recipe's preprocessing and split
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=d.crop_brain)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--near-threshold", type=float, default=d.near_threshold)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     a = p.parse_args(argv)

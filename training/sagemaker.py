@@ -1,13 +1,14 @@
 """The SageMaker training-container contract.
 
 Started as ``train`` with no options: hyperparameters come from ``<root>/input/config/hyperparameters.json``
-(every value a string), data from the ``train`` (and optional ``test``) channels under ``<root>/input/data/``;
-the model goes to ``<root>/model`` (SageMaker tars it into model.tar.gz), the evaluation report to
-``<root>/output/data``, checkpoints to ``<root>/checkpoints`` (synced to S3 when checkpointing is on, so a spot
-interruption resumes). On failure the reason goes to ``<root>/output/failure`` and the exit status is 1.
-``root`` is ``/opt/ml`` unless ``MRI_SM_ROOT`` says otherwise (tests use a temporary folder).
-The training images set ``MRI_SM_DEFAULT_HYPERPARAMETERS`` to the shipped recipe (``docker/hyperparameters.json``):
-the job's own hyperparameters override it key by key, so an empty ``{}`` trains the shipped recipe.
+(every value a string), data from the ``train`` channel under ``<root>/input/data/``, with an optional ``test``
+channel (evaluated, never used to choose) and ``dev`` channel (a labelled folder from another source:
+``--dev-dir``); the model goes to ``<root>/model`` (SageMaker tars it into model.tar.gz), the reports to
+``<root>/output/data``, checkpoints and stage results to ``<root>/checkpoints`` (synced to S3 when checkpointing
+is on, so a spot interruption resumes). On failure the reason goes to ``<root>/output/failure`` and the exit
+status is 1. ``root`` is ``/opt/ml`` unless ``MRI_SM_ROOT`` says otherwise (tests use a temporary folder).
+Every option's default is the shipped recipe (``training/recipe.json``): the job's hyperparameters override it
+key by key, so an empty ``{}`` (or no file) trains the shipped recipe.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class SageMakerEnv(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MRI_SM_", extra="ignore")
 
     root: Path = Path("/opt/ml")
-    default_hyperparameters: Path | None = None
 
     @property
     def hyperparameters_file(self) -> Path:
@@ -96,8 +96,6 @@ def run_training_job(env: SageMakerEnv, train_argv: Callable[[list[str]], object
         hp = json.loads(env.hyperparameters_file.read_text()) if env.hyperparameters_file.is_file() else {}
         if not isinstance(hp, dict):
             raise ValueError("hyperparameters.json must hold a JSON object")
-        if env.default_hyperparameters is not None:  # the image's recipe, overridden key by key
-            hp = {**json.loads(env.default_hyperparameters.read_text()), **hp}
         train_channel = env.channel("train")
         if not train_channel.is_dir():
             raise FileNotFoundError(f"training channel {train_channel} is missing")
@@ -114,7 +112,9 @@ def run_training_job(env: SageMakerEnv, train_argv: Callable[[list[str]], object
         ]
         if env.channel("test").is_dir():
             argv += ["--test", str(env.channel("test"))]
-        if (env.root / "checkpoints" / "backup").is_dir() or (env.root / "checkpoints" / "phases").is_dir():
+        if env.channel("dev").is_dir():
+            argv += ["--dev-dir", str(env.channel("dev"))]
+        if any((env.root / "checkpoints" / sub).is_dir() for sub in ("backup", "phases", "stages")):
             argv.append("--resume")
         configure_sagemaker_cluster(env.root)  # a job with several instances: TF_CONFIG from its hosts
         try:

@@ -1,4 +1,11 @@
-"""``mri-classifier train``: de-duplicate, split, train, calibrate, export and (optionally) evaluate.
+"""``mri-classifier train``: the shipped recipe end to end, as resumable stages.
+
+prepare (de-duplicate, split) -> finetune (the ImageNet backbone, fine-tuned) -> probe (a linear probe on the
+frozen ImageNet features) -> mix (WiSE-FT: the weights of the two mixed, alpha chosen by a rule fixed in the
+recipe) -> temperature (fitted on a held-out half of validation) -> ood_bank (the "unlike the training images"
+score's neighbours) -> export (every signature) -> thresholds (the warning's) -> report -> publish (the next
+version of ``--model-dir``, atomically). Every default is the recipe (``training/recipe.json``); each stage is
+timed and recorded in ``--work-dir`` (:mod:`training.stages`), so ``--resume`` continues where a run stopped.
 
 Started as ``train`` with no options inside a SageMaker training container, it follows the SageMaker
 contract instead (see :mod:`training.sagemaker`).
@@ -10,12 +17,9 @@ import argparse
 import csv
 import json
 import logging
-import platform
 import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,68 +28,113 @@ import numpy as np
 from service.labels import CLASSES, NUM_CLASSES
 from service.preprocessing import PreprocessConfig
 from training.augment import AugmentConfig
+from training.mix import RULES
+from training.recipe import recipe
+from training.stages import REDOABLE
 
 log = logging.getLogger("training")
+
+_RECIPE = recipe()
+#: Options that say where and how to run, not what to train: never part of the recipe or the metadata.
+RUN_OPTIONS = ("data", "test", "dev_dir", "model_dir", "work_dir", "report_dir", "resume", "from_stage", "progress")
+
+
+def _recipe_augment() -> AugmentConfig:
+    return AugmentConfig(**{f.name: _RECIPE[f.name] for f in fields(AugmentConfig)})
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run; stored in the model's metadata."""
+    """Everything that decides a training run; stored in the model's metadata. Defaults: the recipe."""
 
     data: str
     test: str | None = None
+    dev_dir: str | None = None
     model_dir: str = "runs/model"
     work_dir: str = "runs/work"
     report_dir: str | None = None
-    model_name: str = "mri-classifier"
-    backbone: str = "efficientnet_b0"
-    weights: str = "none"
-    image_size: int = 224
-    crop_brain: bool = False
-    epochs: int = 30
-    freeze_epochs: int = 0
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    fine_tune_from: str | None = None
-    label_smoothing: float = 0.0
-    dropout: float = 0.3
-    val_fraction: float = 0.2
-    near_threshold: float = 0.97
-    seed: int = 42
-    early_stopping_patience: int = 5
-    reduce_lr_patience: int = 2
-    mixed_precision: bool = False
+    model_name: str = _RECIPE["model_name"]
+    backbone: str = _RECIPE["backbone"]
+    weights: str = _RECIPE["weights"]
+    image_size: int = _RECIPE["image_size"]
+    crop_brain: bool = _RECIPE["crop_brain"]
+    epochs: int = _RECIPE["epochs"]
+    freeze_epochs: int = _RECIPE["freeze_epochs"]
+    batch_size: int = _RECIPE["batch_size"]
+    learning_rate: float = _RECIPE["learning_rate"]
+    fine_tune_learning_rate: float = _RECIPE["fine_tune_learning_rate"]
+    fine_tune_from: str | None = _RECIPE["fine_tune_from"]
+    label_smoothing: float = _RECIPE["label_smoothing"]
+    dropout: float = _RECIPE["dropout"]
+    val_fraction: float = _RECIPE["val_fraction"]
+    near_threshold: float = _RECIPE["near_threshold"]
+    seed: int = _RECIPE["seed"]
+    early_stopping_patience: int = _RECIPE["early_stopping_patience"]
+    reduce_lr_patience: int = _RECIPE["reduce_lr_patience"]
+    mixed_precision: bool = _RECIPE["mixed_precision"]
+    probe_c: tuple[float, ...] = tuple(_RECIPE["probe_c"])
+    mix_alphas: tuple[float, ...] = tuple(_RECIPE["mix_alphas"])
+    mix_rule: str = _RECIPE["mix_rule"]
+    calibrate: bool = _RECIPE["calibrate"]
+    ood_k: int = _RECIPE["ood_k"]
+    target_true_accept: float = _RECIPE["target_true_accept"]
+    max_correct_warned: float = _RECIPE["max_correct_warned"]
     resume: bool = False
-    calibrate: bool = True
+    from_stage: str | None = None
     progress: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=_recipe_augment)
 
     @property
     def preprocessing(self) -> PreprocessConfig:
         return PreprocessConfig(image_size=self.image_size, crop_brain=self.crop_brain)
 
+    def recipe_values(self) -> dict[str, Any]:
+        """This run's values of the recipe's keys (what the metadata records as ``training``)."""
+        values = {k: v for k, v in asdict(self).items() if k not in RUN_OPTIONS}
+        return json.loads(json.dumps(values))
+
+    def overrides(self) -> dict[str, Any]:
+        """The recipe keys this run changed: ``{key: [the recipe's value, this run's]}``."""
+        values = self.recipe_values()
+        flat = {**{k: v for k, v in values.items() if k != "augment"}, **values["augment"]}
+        return {k: [v, flat.get(k)] for k, v in _RECIPE.items() if flat.get(k) != v}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``"0.1,0.3"`` (a SageMaker hyperparameter is a string) -> ``(0.1, 0.3)``."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``mri-classifier train`` (SageMaker hyperparameters use the same names)."""
+    """Command-line options of ``mri-classifier train`` (SageMaker hyperparameters use the same names); every
+    default comes from the recipe."""
     d = TrainConfig(data="")
-    a = AugmentConfig()
+    a = d.augment
     p = argparse.ArgumentParser(
         prog="mri-classifier train",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", required=True, help="image folder (one sub-folder per class) or `prepare` shards")
-    p.add_argument("--test", help="held-out test folder, evaluated after export")
-    p.add_argument("--model-dir", default=d.model_dir, help="versioned SavedModels are written under it")
-    p.add_argument("--work-dir", default=d.work_dir, help="checkpoints, cache and history")
+    p.add_argument("--test", help="held-out test folder, evaluated after export (never used to choose)")
+    p.add_argument(
+        "--dev-dir",
+        help="labelled folder from another source (one sub-folder per class), used only to choose the mix's alpha "
+        "and the warning thresholds; without it they are chosen on validation alone",
+    )
+    p.add_argument("--model-dir", default=d.model_dir, help="the model store: the model becomes its next version")
+    p.add_argument("--work-dir", default=d.work_dir, help="checkpoints, stage results, the exported model, history")
     p.add_argument("--report-dir", help="evaluation report folder (default: <work-dir>/report)")
     p.add_argument("--model-name", default=d.model_name)
     p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_b0", "efficientnet_lite0", "tiny"])
     p.add_argument(
         "--weights",
         default=d.weights,
-        help="imagenet (needs internet), none (random init, works offline) or a backbone weights file",
+        help="imagenet (Lite0: the file `make lite0-weights` writes to scratch/weights/, or the train image's "
+        "/opt/mri-classifier/weights/; B0: Keras's download), none (random init, for tests) or a weights file",
     )
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=d.crop_brain)
@@ -101,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate)
     p.add_argument(
         "--fine-tune-from",
+        default=d.fine_tune_from,
         help="fine-tune only from the first backbone layer whose name starts with this (e.g. block5a); "
-        "earlier layers stay frozen (default: the whole backbone)",
+        "earlier layers stay frozen (empty: the whole backbone)",
     )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--dropout", type=float, default=d.dropout)
@@ -114,16 +164,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mixed-precision",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=d.mixed_precision,
         help="float16 compute on GPUs",
     )
-    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --work-dir")
+    p.add_argument(
+        "--probe-c",
+        type=_floats,
+        default=d.probe_c,
+        help="the linear probe's regularisation grid (comma-separated); chosen on validation accuracy",
+    )
+    p.add_argument(
+        "--mix-alphas",
+        type=_floats,
+        default=d.mix_alphas,
+        help="the WiSE-FT grid (comma-separated, must include 1 = the fine-tuned model; `1` alone: no probe, no mix)",
+    )
+    p.add_argument("--mix-rule", default=d.mix_rule, choices=sorted(RULES), help="how alpha is chosen")
     p.add_argument(
         "--calibrate",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=d.calibrate,
         help="fit temperature scaling on a calibration half of the validation split (the other half measures "
         "it) and build it into the export",
+    )
+    p.add_argument("--ood-k", type=int, default=d.ood_k, help="neighbours of the 'unlike the training images' score")
+    p.add_argument(
+        "--target-true-accept",
+        type=float,
+        default=d.target_true_accept,
+        help="warning thresholds: the share of MRI slices of each labelled set the image checks must pass",
+    )
+    p.add_argument(
+        "--max-correct-warned",
+        type=float,
+        default=d.max_correct_warned,
+        help="warning thresholds: the largest share of correct answers warned on each labelled set",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue in --work-dir: completed fine-tuning phases and stages are reused",
+    )
+    p.add_argument(
+        "--from-stage",
+        choices=REDOABLE,
+        help="resume, but run this stage and every later one again",
     )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     g = p.add_argument_group("augmentation (training data only)")
@@ -135,10 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str]) -> TrainConfig:
-    """Parse ``argv`` into a :class:`TrainConfig`."""
+    """Parse ``argv`` into a :class:`TrainConfig` (``--from-stage`` implies ``--resume``)."""
     ns = vars(build_parser().parse_args(argv))
     aug_fields = set(AugmentConfig.__dataclass_fields__)
     augment = AugmentConfig(**{k: ns.pop(k) for k in list(ns) if k in aug_fields})
+    ns["fine_tune_from"] = ns["fine_tune_from"] or None
+    if ns["from_stage"]:
+        ns["resume"] = True
     return TrainConfig(**ns, augment=augment)
 
 
@@ -344,7 +432,7 @@ def _first_trainable(layers: list[Any], prefix: str | None) -> int:
     raise ValueError(f"--fine-tune-from {prefix!r}: no backbone layer has that name")
 
 
-def _phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
+def training_phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
     """(name, epochs, learning rate, backbone trainable) for each training phase."""
     if config.freeze_epochs > 0:
         return [
@@ -384,7 +472,7 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
     with strategy.scope():
         model = build_model(config.image_size, config.weights, config.backbone, config.dropout)
     history: dict[str, list[float]] = {}
-    for name, epochs, lr, trainable in _phases(config):
+    for name, epochs, lr, trainable in training_phases(config):
         done = work / "phases" / f"{name}.weights.h5"
         layers = backbone_layers(model)
         start = _first_trainable(layers, config.fine_tune_from) if config.weights != "none" else 0
@@ -436,7 +524,7 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
         for row in _read_history(hist_path):
             for key, value in row.items():
                 history.setdefault(key, []).append(value)
-            history.setdefault("phase_index", []).append(float([p[0] for p in _phases(config)].index(name)))
+            history.setdefault("phase_index", []).append(float([p[0] for p in training_phases(config)].index(name)))
     return model, history
 
 
@@ -478,106 +566,6 @@ def validation_report(
     }
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shaped the model."""
-    import keras
-    import numpy
-    import PIL
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-    }
-
-
-def train(config: TrainConfig) -> Path:
-    """Run the whole job and return the exported version folder."""
-    import keras
-
-    from training import cluster
-    from training.data import without_file_names, write_data_report
-    from training.export import export_model
-
-    started = time.time()
-    if config.mixed_precision:
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
-            log.warning("--mixed-precision ignored: no GPU")
-    strategy = select_strategy()
-    data = prepare_data(config)
-    model, history = fit(config, data, strategy)
-    temperature, validation = validation_report(model, data, config.batch_size, config.calibrate, config.seed)
-    v = validation["calibrated"]
-    log.info(
-        "validation (held-out half): accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f (temperature %.3f)",
-        v["accuracy"],
-        v["macro_f1"],
-        validation["uncalibrated"]["ece_15"],
-        v["ece_15"],
-        temperature,
-    )
-    cfg = asdict(config)
-    size = data.preprocessing.image_size
-    report_dir = Path(config.report_dir or Path(config.work_dir) / "report")
-    write_data_report(report_dir, data.info)
-    metadata = {
-        "model_name": config.model_name,
-        "classes": list(CLASSES),
-        "input": {"shape": [size, size, 3], "dtype": "float32", "range": [0, 255]},
-        "preprocessing": data.preprocessing.to_dict(),
-        "architecture": {
-            "backbone": config.backbone,
-            "weights": config.weights,
-            "dropout": config.dropout,
-            "parameters": int(model.count_params()),
-        },
-        "training": {
-            k: v
-            for k, v in cfg.items()
-            if k not in ("data", "test", "model_dir", "work_dir", "report_dir", "resume", "progress")
-        },
-        "data": without_file_names(data.info),
-        "validation": validation,
-        "history": history,
-        "libraries": library_versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "training_seconds": round(time.time() - started, 1),
-        "strategy": type(strategy).__name__,
-        "intended_use": "research and decision-support demonstration; not a diagnostic device",
-    }
-    from training.ood_score import embed
-
-    bank = embed(model, data.train_images, config.batch_size)  # the "unlike the training images" score's bank
-    with cluster.export_dir(config.model_dir) as model_dir:  # several workers: only the chief's export is kept
-        version_dir = export_model(model, model_dir, metadata, temperature=temperature, ood_bank=bank)
-    log.info("exported %s", version_dir)
-    if config.test and cluster.is_chief():
-        from training.evaluate import evaluate
-
-        evaluate(version_dir, Path(config.test), report_dir, progress=config.progress)
-    return version_dir
-
-
 def configure_logging() -> None:
     """Plain timestamped logs on stderr (no image content is ever logged)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def run(argv: list[str]) -> int:
-    """Entry point of ``mri-classifier train``."""
-    configure_logging()
-    from training.sagemaker import SageMakerEnv, run_training_job
-
-    if not argv and SageMakerEnv().is_training_job():
-        return run_training_job(SageMakerEnv(), lambda options: train(config_from_args(options)))
-    config = config_from_args(argv)
-    version_dir = train(config)
-    sys.stdout.write(json.dumps({"model": str(version_dir)}) + "\n")
-    return 0

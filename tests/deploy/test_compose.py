@@ -86,10 +86,10 @@ def test_train_runs_under_a_profile_and_writes_the_volume_api_reads(compose: dic
     mounts = {target: (source, mode) for source, target, mode in map(volume, train["volumes"])}
     assert mounts["/opt/ml/model"] == ("models", "rw"), "train writes the models volume"
     assert mounts["/opt/ml/input/data/train"][1] == "ro"
-    assert mounts["/opt/ml/input/config/hyperparameters.json"] == ("./docker/hyperparameters.json", "ro")
+    assert mounts["/opt/ml/input/config/hyperparameters.json"] == ("./docker/train-overrides.json", "ro")
     assert "models" in compose["volumes"]
-    hyperparameters = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())
-    assert all(isinstance(v, str) for v in hyperparameters.values()), "SageMaker-style: every value a string"
+    overrides = json.loads((ROOT / "docker" / "train-overrides.json").read_text())
+    assert overrides == {}, "no override: the recipe (training/recipe.json), as `train` with no options"
 
 
 def test_prometheus_scrapes_the_api(compose: dict[str, Any]) -> None:
@@ -168,7 +168,7 @@ def test_compose_file_paths_exist(compose: dict[str, Any]) -> None:
             source = volume(spec)[0]
             if source.startswith("./") and source != "./data/train":  # TRAIN_DATA's default is the user's
                 assert (ROOT / source).exists(), source
-    assert Path(ROOT / "docker" / "hyperparameters.json").is_file()
+    assert Path(ROOT / "docker" / "train-overrides.json").is_file()
 
 
 GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"

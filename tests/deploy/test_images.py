@@ -211,16 +211,19 @@ def test_service_images_carry_the_shipped_model_and_listen_on_every_interface() 
     assert any(p.name == "saved_model.pb" for p in (ROOT / "models" / "mri-classifier").glob("*/saved_model.pb"))
 
 
-def test_train_images_carry_the_weights_and_the_recipe() -> None:
-    recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())
+def test_train_images_carry_the_weights_where_the_recipe_looks() -> None:
+    """The recipe is package data (installed with `training`); its `imagenet` weights are looked for in
+    /opt/mri-classifier/weights/, where the images put the ported file."""
+    from training.recipe import IMAGE_WEIGHTS_DIR, LITE0_WEIGHTS_FILE, RECIPE_FILE
+
+    assert f'training = ["{RECIPE_FILE}"]' in (ROOT / "pyproject.toml").read_text()
     for target in TRAIN_TARGETS:
         steps = list(lineage(parse(DOCKERFILE), target))
         copies = [rest for word, rest in steps if word == "COPY"]
-        weights = next(c for c in copies if "efficientnet_lite0_imagenet.weights.h5" in c)
-        assert weights.split()[-1] + Path(recipe["weights"]).name == recipe["weights"], "where the recipe reads"
-        assert "docker/hyperparameters.json /opt/mri-classifier/hyperparameters.json" in copies
+        weights = next(c for c in copies if LITE0_WEIGHTS_FILE in c)
+        assert weights.split()[-1].rstrip("/") == str(IMAGE_WEIGHTS_DIR), "where the recipe looks"
         env = " ".join(rest for word, rest in steps if word == "ENV")
-        assert "MRI_SM_DEFAULT_HYPERPARAMETERS=/opt/mri-classifier/hyperparameters.json" in env
+        assert "HYPERPARAMETERS" not in env, "no second recipe: train's defaults are the recipe"
         text = DOCKERFILE.read_text()
         assert "lite0_state.py" in text and "training.port_lite0" in text and "requirements/lite0.lock" in text
 
@@ -290,10 +293,10 @@ def test_smoke_dataset_matches_the_train_command(tmp_path: Path) -> None:
     from training.sagemaker import hyperparameters_to_argv
     from training.train import config_from_args
 
-    recipe = json.loads((ROOT / "docker" / "hyperparameters.json").read_text())  # the image's defaults
-    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv({**recipe, **hyperparameters})])
+    config = config_from_args(["--data", str(tmp_path), *hyperparameters_to_argv(hyperparameters)])
     assert (config.backbone, config.epochs, config.image_size) == ("efficientnet_lite0", 2, 64)
-    assert config.weights == recipe["weights"] and config.fine_tune_from == "block4a" and config.crop_brain
+    assert config.weights == "imagenet" and config.fine_tune_from == "block4a" and config.crop_brain
+    assert len(config.mix_alphas) > 1 and config.dev_dir is None, "the whole recipe: probe and mix too"
     from service.preprocessing import PreprocessConfig
     from training import data
 

@@ -337,7 +337,7 @@ def test_training_job_follows_the_sagemaker_layout(renders: Any, overlay: str) -
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     config_map = one(objects, "ConfigMap", volumes[mounts["/opt/ml/input/config"]["name"]]["configMap"]["name"])
     overrides = json.loads(config_map["data"]["hyperparameters.json"])
-    assert overrides == {}, "the image's recipe (docker/hyperparameters.json) unless overridden here"
+    assert overrides == {}, "the recipe (training/recipe.json, train's defaults) unless overridden here"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

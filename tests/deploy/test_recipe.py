@@ -1,12 +1,10 @@
-"""One training recipe: ``docker/hyperparameters.json`` is the shipped model's recipe (as recorded in its
-metadata), the train images' default under the job's own hyperparameters, and what compose and
-``docs/evaluation/train_command.sh`` use."""
+"""One training recipe: ``training/recipe.json`` is the shipped model's recipe (as recorded in its metadata, WiSE-FT
+grid and warning targets included), the defaults of ``mri-classifier train``, and so what the train images,
+SageMaker, the Kubernetes Job and TFJob and compose run when they pass no option."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +12,39 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import ROOT
-from training.sagemaker import hyperparameters_to_argv
+from training.recipe import recipe
 from training.train import config_from_args
 
-RECIPE = ROOT / "docker" / "hyperparameters.json"
 SHIPPED = ROOT / "models" / "mri-classifier"
 
 
-def _as_recorded(config: Any) -> dict[str, Any]:
-    """A TrainConfig as the export records it in metadata.json's ``training`` (paths and run flags left out)."""
-    recorded = dataclasses.asdict(config)
-    for key in ("data", "test", "model_dir", "work_dir", "report_dir", "resume", "progress"):
-        recorded.pop(key, None)
-    return json.loads(json.dumps(recorded))
+def _newest() -> dict[str, Any]:
+    newest = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return json.loads((newest / "metadata.json").read_text())
 
 
 def test_the_recipe_is_the_shipped_models() -> None:
-    recipe = json.loads(RECIPE.read_text())
-    assert all(isinstance(v, str) for v in recipe.values()), "SageMaker-style: every value a string"
-    newest = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    trained = json.loads((newest / "metadata.json").read_text())["training"]
-    config = _as_recorded(config_from_args(["--data", "unused", *hyperparameters_to_argv(recipe)]))
-    assert Path(config.pop("weights")).name == Path(trained.pop("weights")).name
+    shipped = _newest()
+    trained = dict(shipped["training"])
+    config = config_from_args(["--data", "unused"]).recipe_values()
+    assert config.pop("weights") == "imagenet"
+    assert Path(trained.pop("weights")).name == "efficientnet_lite0_imagenet.weights.h5"
     differing = {k: (config.get(k), v) for k, v in trained.items() if config.get(k) != v}
     assert not differing, f"recipe vs shipped model (recipe, shipped): {differing}"
+    values = recipe()
+    wise = shipped["wise_ft"]
+    assert values["mix_alphas"] == sorted(float(a) for a in wise["mixes"]), "the grid version 3 was chosen from"
+    assert "0.3" in wise["linear_probe"]["classifier"] and 0.3 in values["probe_c"]
+    assert values["ood_k"] == shipped["ood_score"]["k"]
+    calibration = shipped["ood"]["calibration"]
+    assert values["max_correct_warned"] == calibration["max_correct_warned"]
+    assert values["target_true_accept"] == calibration["target_true_accept"]
 
 
-def test_the_image_default_is_overridden_key_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The train image sets MRI_SM_DEFAULT_HYPERPARAMETERS to the recipe: a job's ``{"epochs": "1"}`` changes
-    only the epochs; ``{}`` (SageMaker's, the Kubernetes component's default) trains the recipe."""
+def test_a_job_with_no_hyperparameters_trains_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SageMaker's ``{}`` (the Kubernetes ConfigMap's and compose's default too) trains the recipe; ``{"epochs":
+    "1"}`` changes only the epochs."""
     from training.sagemaker import SageMakerEnv, run_training_job
-    from training.train import config_from_args
 
     seen: list[Any] = []
 
@@ -56,24 +56,31 @@ def test_the_image_default_is_overridden_key_by_key(tmp_path: Path, monkeypatch:
     (root / "input" / "config").mkdir(parents=True)
     for overrides in ({"epochs": "1"}, {}):
         (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(overrides))
-        monkeypatch.setenv("MRI_SM_DEFAULT_HYPERPARAMETERS", str(RECIPE))
         assert run_training_job(SageMakerEnv(root=root), record) == 0
     with_override, default = seen
-    assert with_override.epochs == 1 and default.epochs == 16
-    assert with_override.backbone == default.backbone == "efficientnet_lite0"
-    assert default.weights == "/opt/mri-classifier/weights/efficientnet_lite0_imagenet.weights.h5"
-    monkeypatch.delenv("MRI_SM_DEFAULT_HYPERPARAMETERS")
-    assert run_training_job(SageMakerEnv(root=root), record) == 0
-    assert seen[-1].backbone != "efficientnet_lite0", "without the image's default, train's own defaults"
+    assert default.recipe_values() == config_from_args(["--data", "x"]).recipe_values()
+    assert with_override.overrides() == {"epochs": [16, 1]}
 
 
-def test_compose_and_the_train_command_use_the_recipe() -> None:
+def test_compose_kubernetes_and_the_tfjob_pass_no_recipe_of_their_own() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    mounts = compose["services"]["train"]["volumes"]
-    assert any("./docker/hyperparameters.json}:/opt/ml/input/config/hyperparameters.json" in m for m in mounts)
-    script = ROOT / "docs" / "evaluation" / "train_command.sh"
-    assert 'json.load(open("docker/hyperparameters.json"))' in script.read_text()
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    train = compose["services"]["train"]
+    assert train["command"] == ["train"]
+    assert any(
+        "./docker/train-overrides.json}:/opt/ml/input/config/hyperparameters.json" in m for m in train["volumes"]
+    )
+    assert json.loads((ROOT / "docker" / "train-overrides.json").read_text()) == {}
+    tfjob = yaml.safe_load((ROOT / "k8s" / "components" / "tfjob" / "tfjob.yaml").read_text())
+    for spec in tfjob["spec"]["tfReplicaSpecs"].values():
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["args"] == ["train"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/opt/ml/input/config" in mounts, "the ConfigMap's overrides ({}), as the single-node Job's"
+    job = yaml.safe_load((ROOT / "k8s" / "components" / "model-pvc" / "job-train.yaml").read_text())
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["train"]
+    for path in ("docker/Dockerfile", "docker/Dockerfile.gpu", "docker-compose.yml", "docker/image-test.sh"):
+        text = (ROOT / path).read_text()
+        assert "hyperparameters.json /opt" not in text and "MRI_SM_DEFAULT_HYPERPARAMETERS" not in text, path
 
 
 def test_the_weights_digest_is_pinned_once() -> None:

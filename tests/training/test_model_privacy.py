@@ -55,6 +55,8 @@ def test_no_file_name_reaches_the_exported_model(tmp_path, synthetic_dataset):
     shutil.copy(train / "glioma_tumor" / "img_004.jpg", train / PATIENT_NAMES["cross_label"])
     source = np.asarray(Image.open(train / "no_tumor" / "img_005.jpg").convert("RGB"))
     (test / PATIENT_NAMES["twin"]).write_bytes(jpeg_bytes(source, quality=80))
+    dev = tmp_path / "data" / "dev"  # a development folder with the same patient-named files
+    shutil.copytree(test, dev)
     out = tmp_path / "run"
     argv = [
         "train",
@@ -74,11 +76,19 @@ def test_no_file_name_reaches_the_exported_model(tmp_path, synthetic_dataset):
         "32",
         "--backbone",
         "tiny",
+        "--weights",
+        "none",
+        "--freeze-epochs",
+        "0",
+        "--mix-alphas",
+        "0,1",
+        "--dev-dir",
+        str(dev),
         "--no-progress",
     ]
     assert main(argv) == 0
     version = out / "model" / "1"
-    names = {p.relative_to(root).as_posix() for root in (train, test) for p in root.rglob("*") if p.is_file()}
+    names = {p.relative_to(root).as_posix() for root in (train, test, dev) for p in root.rglob("*") if p.is_file()}
     needles = names | {n.rsplit("/", 1)[1] for n in names} | {n.rsplit("/", 1)[1].rsplit(".", 1)[0] for n in names}
     needles |= {"Doe_Jane", "Roe_Richard", "Poe_Edgar", "Moe_Anna"}
     files = [p for p in version.rglob("*") if p.is_file()]

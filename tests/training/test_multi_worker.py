@@ -18,8 +18,19 @@ import pytest
 from tests.processes import free_port, serve_command
 from training import cluster
 
-ARGS = ["--backbone", "tiny", "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--no-progress"]
-HP = {"backbone": "tiny", "image_size": "32", "epochs": "2", "batch_size": "8", "weights": "none"}
+# The recipe with the tiny backbone, one fine-tuning phase and no weight mix (the stages after fine-tuning run
+# on the chief alone; tests/training/test_train_job.py covers them).
+ARGS = ["--backbone", "tiny", "--weights", "none", "--image-size", "32", "--epochs", "2", "--freeze-epochs", "0"]
+ARGS += ["--batch-size", "8", "--mix-alphas", "1", "--no-progress"]
+HP = {
+    "backbone": "tiny",
+    "image_size": "32",
+    "epochs": "2",
+    "freeze_epochs": "0",
+    "batch_size": "8",
+    "weights": "none",
+    "mix_alphas": "1",
+}
 
 
 @pytest.fixture(scope="module")

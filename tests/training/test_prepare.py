@@ -57,6 +57,12 @@ def test_prepare_then_train_from_shards(tmp_path, synthetic_dataset):
                 "32",
                 "--backbone",
                 "tiny",
+                "--weights",
+                "none",
+                "--freeze-epochs",
+                "0",
+                "--mix-alphas",
+                "1",
                 "--crop-brain",
                 "--no-progress",
             ]
@@ -100,6 +106,8 @@ def test_shards_of_another_size_are_refused(tmp_path, synthetic_dataset):
                 "64",
                 "--backbone",
                 "tiny",
+                "--weights",
+                "none",
                 "--work-dir",
                 str(tmp_path / "w"),
                 "--model-dir",
@@ -123,6 +131,8 @@ def _train_argv(shards, tmp_path, *extra: str) -> list[str]:
         "32",
         "--backbone",
         "tiny",
+        "--weights",
+        "none",
         "--work-dir",
         str(tmp_path / "w"),
         "--model-dir",
@@ -135,9 +145,9 @@ def _train_argv(shards, tmp_path, *extra: str) -> list[str]:
 def test_shards_prepared_with_a_brain_crop_are_refused_without_it(tmp_path, synthetic_dataset):
     """Issue 14 item 1: the model would be exported (and served) without the crop its shards were made with."""
     shards = tmp_path / "shards"
-    _prepare(synthetic_dataset.train, shards, "--crop-brain")
+    _prepare(synthetic_dataset.train, shards)  # the recipe crops the brain
     with pytest.raises(ValueError, match=r"crop_brain True \(asked: False\).*train with --image-size 32 --crop-brain"):
-        main(_train_argv(shards, tmp_path))
+        main(_train_argv(shards, tmp_path, "--no-crop-brain"))
     assert not (tmp_path / "m").exists()
 
 

@@ -20,6 +20,8 @@ def _layout(root, dataset, hyperparameters):
 
 HP = {
     "epochs": "1",
+    "freeze_epochs": "0",
+    "mix_alphas": "1",
     "image_size": "32",
     "batch_size": "16",
     "backbone": "tiny",
@@ -92,3 +94,19 @@ def test_tf_config_selects_multi_worker(monkeypatch):
     assert not tf_config_present()
     monkeypatch.delenv("TF_CONFIG")
     assert not tf_config_present()
+
+
+def test_a_dev_channel_becomes_the_dev_folder_and_stages_resume(tmp_path):
+    from training.sagemaker import SageMakerEnv, run_training_job
+
+    root = tmp_path / "ml"
+    for channel in ("train", "dev"):
+        (root / "input" / "data" / channel).mkdir(parents=True)
+    seen: list[list[str]] = []
+    assert run_training_job(SageMakerEnv(root=root), seen.append) == 0
+    argv = seen[-1]
+    assert argv[argv.index("--dev-dir") + 1] == str(root / "input" / "data" / "dev")
+    assert "--test" not in argv and "--resume" not in argv
+    (root / "checkpoints" / "stages").mkdir(parents=True)  # a spot interruption after some stages finished
+    assert run_training_job(SageMakerEnv(root=root), seen.append) == 0
+    assert "--resume" in seen[-1]

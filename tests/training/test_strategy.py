@@ -31,7 +31,15 @@ def test_one_device_mirrored_strategy_trains_on_cpu(tmp_path):
     y = np.arange(16) % 4
     data = PreparedData(x, y, x[:8], y[:8], info={})
     config = TrainConfig(
-        data="unused", work_dir=str(tmp_path), backbone="tiny", image_size=32, epochs=1, batch_size=4, progress=False
+        data="unused",
+        work_dir=str(tmp_path),
+        backbone="tiny",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        freeze_epochs=0,
+        batch_size=4,
+        progress=False,
     )
     model, history = fit(config, data, strategy)
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
