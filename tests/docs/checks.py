@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.cli import COMMANDS
+
 ROOT = Path(__file__).resolve().parents[2]
 #: The user-facing pages: the top-level Markdown files and every page under docs/, k8s/, docker/, benchmarks/.
 PAGE_ROOTS = ("docs", "k8s", "docker", "benchmarks")
@@ -129,9 +131,13 @@ _MRI_NAME = re.compile(r"\bMRI_[A-Z0-9_]*[A-Z0-9]\b")
 def names_in_code(root: Path = ROOT) -> set[str]:
     """``MRI_*`` names that the code uses: every setting (``MRI_`` + field) and each name in a non-Markdown file
     of the project (service, training, tests, benchmarks, docker, k8s, the Makefile)."""
-    from service.config import Settings
+    from service.config import DicomNodeSettings, Settings
 
-    names = {f"MRI_{field.upper()}" for field in Settings.model_fields}
+    names = {
+        f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+        for cls in (Settings, DicomNodeSettings)
+        for field in cls.model_fields
+    }
     files = [root / "Makefile", root / "docker-compose.yml"]
     for folder in ("service", "training", "tests", "benchmarks", "docker", "k8s", ".ci"):
         files += [p for p in (root / folder).rglob("*") if p.is_file() and p.suffix not in (".md", ".png", ".pb")]
@@ -150,7 +156,7 @@ def name_problems(text: str, known: set[str], where: str = "") -> list[str]:
 
 # -- CLI flags ---------------------------------------------------------------------------------------------------
 
-_COMMAND_NAMES = ("train", "evaluate", "prepare", "predict", "serve", "sagemaker", "fetch-model", "sample-image")
+_COMMAND_NAMES = (*COMMANDS, "sample-image")
 _SAGEMAKER_VERBS = ("package", "deploy", "invoke", "delete", "transform")
 
 
