@@ -5,9 +5,11 @@ keeps: the default needs no volume filled by hand; a component's model is where 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -340,34 +342,84 @@ def test_training_job_follows_the_sagemaker_layout(renders: Any, overlay: str) -
     assert overrides == {}, "the recipe (training/recipe.json, train's defaults) unless overridden here"
 
 
+def _env_value(objects: Objects, var: dict[str, Any]) -> str:
+    """An env entry's value: literal, or from a ConfigMap key (the only sources these manifests use)."""
+    if "value" in var:
+        return str(var["value"])
+    ref = var["valueFrom"]["configMapKeyRef"]
+    return str(one(objects, "ConfigMap", ref["name"])["data"][ref["key"]])
+
+
+def _on_volumes(path: str, container: dict[str, Any], volumes: dict[str, Path]) -> str:
+    """Where ``path`` inside ``container`` lands here: under the folder standing for the volume mounted there."""
+    for mount in container.get("volumeMounts", []):
+        if path == mount["mountPath"] or path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            return str(volumes[mount["name"]] / path[len(mount["mountPath"]) :].lstrip("/"))
+    return path
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_model_download_fetches_into_an_empty_dir_before_the_server(renders: Any, overlay: str) -> None:
+def test_model_download_fetches_into_an_empty_dir_before_the_server(
+    renders: Any, overlay: str, model_root: Path, tmp_path: Path, aws_env: None
+) -> None:
+    """The pod as rendered, run here: the init container's arguments (``$(VAR)`` expanded from its env, as
+    Kubernetes does) go to the command the image's entrypoint is, with S3 from moto holding a model at the
+    configured URI; what it writes on the shared emptyDir is what the server, started after it, loads."""
+    import boto3
+    from moto import mock_aws
+
+    from service.classifier import Classifier
+    from tests.service.conftest import make_settings
+    from training.cli import main as entrypoint
+
     objects = renders(overlay, "model-download")
     deployment = one(objects, "Deployment")
     spec = pod_spec(deployment)
     (init,) = spec["initContainers"]
-    assert init["image"] == _container(deployment)["image"], "the serving image: nothing else to pull"
-    values = {}
-    for variable in init["env"]:
-        ref = variable["valueFrom"]["configMapKeyRef"]
-        values[variable["name"]] = one(objects, "ConfigMap", ref["name"])["data"][ref["key"]]
-    assert values["MODEL_URI"].startswith(("s3://", "https://")) and values["MODEL_SHA256"] == "", "not checked"
-    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], arg) for arg in init["args"]]
+    api = _container(deployment)
+    assert init["image"] == api["image"], "the serving image: nothing else to pull"
+    # the image's entrypoint, `mri-classifier` (training.cli:main), runs the args: no command replaces it
+    assert "command" not in init and 'ENTRYPOINT ["mri-classifier"]' in (ROOT / "docker" / "Dockerfile").read_text()
+    project = (ROOT / "pyproject.toml").read_text()
+    assert 'mri-classifier = "training.cli:main"' in project
+    # a plain init container runs to completion before the server starts (restartPolicy: Always would make it
+    # a sidecar started beside the server)
+    assert "restartPolicy" not in init
+    env = {var["name"]: _env_value(objects, var) for var in init["env"]}
+    source = env["MODEL_URI"]
+    assert source.startswith("s3://") and source.endswith(".tar.gz")
+    assert env["MODEL_SHA256"] == "", "not checked unless set"
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg) for arg in init["args"]]
     assert args[0] == "fetch-model"
     from service.fetch_model import parse_args  # the command the init container runs accepts its arguments
 
     uri, dest, limits = parse_args(args[1:])
-    assert (uri, str(dest), limits.sha256, limits.allow_http) == (values["MODEL_URI"], "/opt/ml/model", None, False)
+    assert (uri, str(dest), limits.sha256, limits.allow_http) == (source, "/opt/ml/model", None, False)
     init_mount, volume = model_volume(deployment, init)
     assert not init_mount.get("readOnly", False) and set(volume) == {"name", "emptyDir"}
     mount, api_volume = model_volume(deployment)
     assert mount["readOnly"] is True and api_volume == volume
-    assert settings_of(objects)["MRI_MODEL_DIR"] == "/opt/ml/model", "a failed download never serves the built-in"
+    model_dir = settings_of(objects)["MRI_MODEL_DIR"]
+    assert model_dir == "/opt/ml/model", "a failed download never serves the built-in"
     size_limit = volume["emptyDir"]["sizeLimit"]
     assert size_limit.endswith("Gi")
     assert limits.max_download_bytes + limits.max_unpacked_bytes < int(size_limit[:-2]) << 30, (
         "the archive and what it unpacks to fit the emptyDir together"
     )
+
+    volumes = {v["name"]: tmp_path / v["name"] for v in spec["volumes"]}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:  # as `mri-classifier sagemaker package` writes it
+        tar.add(model_root / "1", arcname="1")
+    bucket, _, key = source.removeprefix("s3://").partition("/")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
+        assert entrypoint([_on_volumes(arg, init, volumes) for arg in args]) == 0
+    server = Classifier(make_settings(Path(_on_volumes(model_dir, api, volumes))))
+    assert server.load(), server.reason
+    assert server.model.info.version == 1
 
 
 def test_egress_only_for_the_download(rendered: tuple[str, str | None, Objects]) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests: the service tests' tiny exported model and loaded classifier, an
+"""Fixtures of the reliability tests (the session's tiny model and classifiers come from ``tests/conftest.py``): an
 in-process corpus client, and a real ``mri-classifier serve`` process on a loopback port."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.classifier import Classifier
 from tests.reliability.server import ServerProcess
-from tests.service.conftest import make_settings, mismatched_root, model_root, tf_classifier
-
-__all__ = ["mismatched_root", "model_root", "tf_classifier"]
+from tests.service.conftest import make_settings
 
 #: The real server's limits: small, so over-limit uploads stay quick to send.
 LIVE_MAX_BODY_BYTES = 1 << 20

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,26 @@ def test_over_the_concurrency_limit_answers_503_with_retry_after(start: Callable
 def test_a_request_over_its_deadline_gets_504_and_the_service_goes_on(
     start: Callable[..., TestClient], held: Hold
 ) -> None:
+    """The 504 comes while the model still holds the request's batch (it is released only after the answer), so
+    the deadline never waits for inference; the abandoned batch then finishes and the next request is served."""
     client = start(request_timeout_s=0.5)
-    held.delay_once = 2.0
-    started = time.monotonic()
-    response = upload(client)
-    assert response.status_code == 504
-    assert response.json() == {"error": "request not answered within 0.5 s"}
-    assert time.monotonic() - started < 1.9
-    time.sleep(2.0)  # the abandoned batch finishes in the worker
+    held.release.clear()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            started = time.monotonic()
+            pending = pool.submit(upload, client)
+            assert held.entered.wait(30)  # the batch is in the model, held
+            response = pending.result(timeout=30)  # a deadline that waited for the model would hang here
+            assert time.monotonic() - started >= 0.5, "answered before its deadline"
+            assert response.status_code == 504
+            assert response.json() == {"error": "request not answered within 0.5 s"}
+            assert not held.release.is_set() and held.batches == []  # still held: the answer did not wait for it
+        finally:
+            held.release.set()
+    deadline = time.monotonic() + 30
+    while held.batches != [1] and time.monotonic() < deadline:  # the abandoned batch finishes in the worker
+        time.sleep(0.01)
+    assert held.batches == [1]
     assert upload(client).status_code == 200
     assert client.app.state.batcher.depth == 0  # type: ignore[attr-defined]
 
@@ -168,21 +181,39 @@ def test_probes_answer_while_every_worker_thread_is_busy_decoding(
 # ------------------------------------------------------------------ JSON bodies: bounded before, yielding during
 
 JSON_PATHS = [path for path, _ in routes.JSON_ROUTES]
-#: A probe that waits longer than this while a JSON body is handled has been stalled by it (Kubernetes and
-#: SageMaker give up after 2 s); on main the body below held the event loop for 2 s or more.
+#: A JSON body that holds the event loop stalls a probe for most of the time the body takes to handle (and
+#: Kubernetes and SageMaker give up on a probe after 2 s). A probe is stalled when it waits longer than
+#: PROBE_BOUND_S and longer than STALL_SHARE of the request's own time: relative to the request, so that busy
+#: cores, which slow a parse's steps and the whole request alike, do not turn a slow answer into a stall.
 PROBE_BOUND_S = 0.75
+STALL_SHARE = 0.25
 
 
-def probe_latencies_during(client: TestClient, request: Callable[[], Any]) -> tuple[Any, list[float]]:
+@dataclass(frozen=True)
+class Probes:
+    """The /healthz latencies measured while one request was handled, and how long that request took."""
+
+    latencies: list[float]
+    elapsed: float
+
+    def stalled(self) -> bool:
+        return max(self.latencies) > max(PROBE_BOUND_S, STALL_SHARE * self.elapsed)
+
+    def __str__(self) -> str:
+        return f"slowest probes {sorted(self.latencies)[-5:]} during a request of {self.elapsed:.2f} s"
+
+
+def probe_latencies_during(client: TestClient, request: Callable[[], Any]) -> tuple[Any, Probes]:
     """``request()`` in a thread, with /healthz called back to back until it is answered."""
     latencies: list[float] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
         future = pool.submit(request)
         while not future.done():
             began = time.monotonic()
             assert client.get("/healthz").status_code == 200
             latencies.append(time.monotonic() - began)
-        return future.result(), latencies
+        return future.result(), Probes(latencies, time.monotonic() - started)
 
 
 @pytest.mark.parametrize("path", JSON_PATHS)
@@ -197,13 +228,13 @@ def test_a_json_body_of_empty_arrays_is_refused_before_it_is_built(start: Callab
     assert len(body) <= limit
     tracemalloc.start()
     try:
-        response, latencies = probe_latencies_during(
+        response, probes = probe_latencies_during(
             client, lambda: client.post(path, content=body, headers={"Content-Type": "application/json"})
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert max(latencies) < PROBE_BOUND_S, sorted(latencies)[-5:]
+    assert not probes.stalled(), f"{probes}"
     assert peak < 6 * len(body), peak  # the body and its copies on the way in; no object per array
     assert response.status_code == 413
     assert response.json() == {"error": "JSON body has more arrays or objects than a batch of images can hold"}
@@ -221,12 +252,12 @@ def test_probes_answer_while_a_large_json_pixel_batch_is_parsed(
     batch = np.full((16, 256, 256, 3), 7, dtype=np.uint8)
     content = routes.json_pixels(body, batch)
     assert len(content) <= client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
-    response, latencies = probe_latencies_during(
+    response, probes = probe_latencies_during(
         client, lambda: client.post(path, content=content, headers={"Content-Type": "application/json"})
     )
     assert response.status_code == 200, response.text
     assert len(routes.probabilities(response.json())) == 16
-    assert max(latencies) < PROBE_BOUND_S, sorted(latencies)[-5:]
+    assert not probes.stalled(), f"{probes}"
 
 
 @pytest.mark.parametrize(("path", "body"), routes.JSON_ROUTES, ids=[p for p, _ in routes.JSON_ROUTES])

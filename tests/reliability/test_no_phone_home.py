@@ -2,12 +2,15 @@
 telemetry forked ~50 children per model load that resolved an analytics host and kept the listening socket).
 
 The real ``mri-classifier serve`` runs on the OpenVINO runtime (the one that converts the model) with a
-``sitecustomize`` that records Python's audit events for name look-ups, connections and new processes into a
-file; the kernel's view (children in /proc, the process's sockets) backs it up for native code.
+``sitecustomize`` that records Python's audit events for name look-ups, binds, connections and new processes
+into a file; the kernel's view (children in /proc, the process's sockets) backs it up for native code. The
+server's own bind of its listening port must be in that file: without it the hook did not run in the server,
+and an empty record would prove nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import socket
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +44,9 @@ WATCHED = (
     "subprocess.Popen",
 )
 
+#: Recorded too, as the proof that the hook runs in the server: its own listening socket is bound.
+BIND = "socket.bind"
+
 SITECUSTOMIZE = """
 import json, os, sys
 _LOG = {log!r}
@@ -49,16 +56,18 @@ def _hook(event, args):
         with open(_LOG, "a") as out:
             first = args[0] if args else None
             host = first if isinstance(first, str) or first is None else repr(first)
-            record = {{"pid": os.getpid(), "event": event, "host": host, "args": repr(args)[:200]}}
+            address = repr(args[1]) if event == {bind!r} and len(args) > 1 else None
+            record = {{"pid": os.getpid(), "event": event, "host": host, "address": address,
+                      "args": repr(args)[:200]}}
             out.write(json.dumps(record) + "\\n")
 sys.addaudithook(_hook)
 """
 
 
 def write_hook(directory: Path, audit_log: Path) -> None:
-    """A ``sitecustomize.py`` in ``directory`` that appends the watched audit events to ``audit_log``."""
+    """A ``sitecustomize.py`` in ``directory`` that appends the watched audit events (and binds) to ``audit_log``."""
     directory.mkdir(exist_ok=True)
-    text = textwrap.dedent(SITECUSTOMIZE.format(log=str(audit_log), watched=WATCHED))
+    text = textwrap.dedent(SITECUSTOMIZE.format(log=str(audit_log), watched=(*WATCHED, BIND), bind=BIND))
     (directory / "sitecustomize.py").write_text(text)
 
 
@@ -113,7 +122,11 @@ def open_sockets(pid: int) -> list[tuple[str, str, str, str]]:
 LOCAL_NAMES = (None, "127.0.0.1", "::1", "localhost", "0.0.0.0", "::")
 
 
-def _binding_itself(event: dict[str, str | None]) -> bool:
+def _binding_itself(event: dict[str, Any]) -> bool:
+    """A look-up of a local name, or a bind to a loopback address: the server setting up its own socket."""
+    if event["event"] == BIND:
+        address = ast.literal_eval(event["address"] or "None")
+        return isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")
     return event["event"] == "socket.getaddrinfo" and event["host"] in LOCAL_NAMES
 
 
@@ -128,15 +141,27 @@ def watched_server(model_root: Path, tmp_path: Path) -> ServerProcess:
     return server
 
 
-def test_the_audit_hook_sees_a_lookup(tmp_path: Path) -> None:
-    """The instrument works: a process that resolves a name is caught by the same sitecustomize."""
+def read_events(audit_log: Path) -> list[dict[str, Any]]:
+    """The recorded events; a missing file means the hook never ran, which is a failure, not "no events"."""
+    assert audit_log.is_file(), f"no audit log at {audit_log}: the sitecustomize hook did not run"
+    return [json.loads(line) for line in audit_log.read_text().splitlines()]
+
+
+def test_the_audit_hook_sees_a_lookup_and_a_bind(tmp_path: Path) -> None:
+    """The instrument works: a process that resolves a name and binds a socket is caught by the same
+    sitecustomize, under its own pid, with the bound address."""
     audit_log = tmp_path / "audit.jsonl"
     write_hook(tmp_path, audit_log)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    code = "import socket\ntry:\n    socket.getaddrinfo('localhost', 80)\nexcept OSError:\n    pass"
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    events = [json.loads(line)["event"] for line in audit_log.read_text().splitlines()]
-    assert "socket.getaddrinfo" in events
+    code = (
+        "import os, socket\ntry:\n    socket.getaddrinfo('localhost', 80)\nexcept OSError:\n    pass\n"
+        "with socket.socket() as s:\n    s.bind(('127.0.0.1', 0))\nprint(os.getpid())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60, capture_output=True)
+    events = read_events(audit_log)
+    assert "socket.getaddrinfo" in [e["event"] for e in events]
+    binds = [e for e in events if e["event"] == BIND]
+    assert [(e["pid"], e["address"]) for e in binds] == [(int(done.stdout), repr(("127.0.0.1", 0)))]
 
 
 def test_ready_server_has_no_children_no_lookups_and_no_outbound_sockets(watched_server: ServerProcess) -> None:
@@ -155,7 +180,10 @@ def test_ready_server_has_no_children_no_lookups_and_no_outbound_sockets(watched
             assert _is_loopback(local), f"socket bound to a non-loopback address: {local}"
             if not remote.startswith(("00000000:0000", "00000000000000000000000000000000:0000")):
                 assert _is_loopback(remote), f"connection to a non-loopback peer: {remote}"
-        audit_log: Path = server.audit_log  # type: ignore[attr-defined]
-        events = [json.loads(line) for line in audit_log.read_text().splitlines()] if audit_log.exists() else []
+        events = read_events(server.audit_log)  # type: ignore[attr-defined]
+        own_bind = {"pid": server.pid, "event": BIND, "address": repr(("127.0.0.1", server.port))}
+        assert [e for e in events if own_bind.items() <= e.items()], (
+            f"the server's bind of its port is not recorded: the hook did not run in it ({events[:5]})"
+        )
         server_events = [e for e in events if not _binding_itself(e)]
         assert server_events == [], f"the server reached out or started processes: {server_events[:5]}"

@@ -18,6 +18,10 @@ from tests.reliability.server import ServerProcess
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 GRACE_S = 8.0
+#: The grace, then cancelling the stuck upload, the lifespan's shutdown and TensorFlow's teardown, on two busy
+#: cores. A server that waited for the stuck body instead would exit after its 60 s body timeout, and SageMaker
+#: kills a container 30 s after SIGTERM: both are well past this bound.
+EXIT_BOUND_S = GRACE_S + 10
 IN_FLIGHT = 4
 
 
@@ -57,11 +61,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(model_root: Path, tmp_pat
             assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
             assert b'"predictions"' in answer
 
-        code = server.process.wait(GRACE_S + 10)
+        code = server.process.wait(EXIT_BOUND_S + 10)
         elapsed = time.monotonic() - signalled
         stuck.close()
     assert code == 0, server.log()[-3000:]
-    assert elapsed < GRACE_S + 3, f"exited {elapsed:.1f} s after SIGTERM (grace {GRACE_S} s)"
+    assert elapsed < EXIT_BOUND_S, f"exited {elapsed:.1f} s after SIGTERM (grace {GRACE_S} s)"
     log = server.log()
     assert "Shutting down" in log
     # only the stuck upload was abandoned at the deadline (uvicorn logs its cancellation with a traceback)

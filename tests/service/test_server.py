@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,12 +23,34 @@ CONFIG = PreprocessConfig(image_size=IMAGE_SIZE)
 TOLERANCE = {"f32": 1e-4, "f16": 0.01, "bf16": 0.03}
 
 
+#: A ``sitecustomize`` for the server process: its model load waits (30 s at most) until the test creates
+#: ``gate``, so that the server is seen answering while the model loads (the load is otherwise too quick to be
+#: sure to see it), and leaves ``gate.passed`` behind as the proof that the load went through the gate.
+LOAD_GATE = """
+import pathlib, time
+import service.classifier as classifier
+_real = classifier.load_model
+def _gated(*args, **kwargs):
+    gate = pathlib.Path({gate!r})
+    deadline = time.monotonic() + 30
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pathlib.Path(str(gate) + ".passed").touch()
+    return _real(*args, **kwargs)
+classifier.load_model = _gated
+"""
+
+
 @pytest.fixture
 def server(model_root, tmp_path):
-    """``mri-classifier serve`` on a free port (runtime auto); yields (process, base URL, log path)."""
+    """``mri-classifier serve`` on a free port (runtime auto) whose model load waits for ``<tmp_path>/gate``;
+    yields (process, base URL, log path)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MRI_", "SAGEMAKER_"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", SAGEMAKER_BIND_TO_PORT=str(port), MRI_MAX_BATCH_SIZE="4")
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(LOAD_GATE.format(gate=str(tmp_path / "gate")))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "hook"), env.get("PYTHONPATH", "")) if p)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -45,8 +68,9 @@ def server(model_root, tmp_path):
             process.wait(10)
 
 
-def _wait_for_ping(base: str, process: subprocess.Popen, timeout: float = 150.0) -> list[int]:
-    """Poll /ping until 200; return every status seen (connection refused is not a status)."""
+def _wait_for_ping(base: str, process: subprocess.Popen, gate: Path, timeout: float = 150.0) -> list[int]:
+    """Poll /ping until 200, opening the model load's ``gate`` after the first answer; return every status seen
+    (connection refused is not a status)."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:  # SageMaker's ping timeout
@@ -58,17 +82,19 @@ def _wait_for_ping(base: str, process: subprocess.Popen, timeout: float = 150.0)
                 time.sleep(0.02)
                 continue
             seen.append(status)
+            gate.touch()
             if status == 200:
                 return seen
             time.sleep(0.02)
     pytest.fail(f"/ping never answered 200; saw {sorted(set(seen))}")
 
 
-def test_sagemaker_contract(server, tf_classifier):
+def test_sagemaker_contract(server, tf_classifier, tmp_path):
     process, base, log_path = server
-    seen = _wait_for_ping(base, process)
+    seen = _wait_for_ping(base, process, tmp_path / "gate")
     assert seen[0] == 503, "/ping must say 503 while the model loads"
     assert set(seen[:-1]) == {503} and seen[-1] == 200
+    assert (tmp_path / "gate.passed").exists(), "the model load did not go through the test's gate"
     ready = httpx.get(timeout=60, url=f"{base}/ping").json()
     assert ready["status"] == "ready"
     model = ready["model"]

@@ -1,5 +1,5 @@
 """``mri-classifier predict``: files and folders scored into a CSV through the service's own model loading,
-preprocessing and runtime (the tiny model of the service tests)."""
+preprocessing and runtime (the session's tiny model)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ import pytest
 from service.classifier import load_model
 from service.labels import CLASSES
 from service.preprocessing import preprocess
-from tests.service import conftest as service_fixtures
 from tests.service import images
 from tests.service.conftest import make_settings
 from training.cli import main
-
-model_root = service_fixtures.model_root  # the session's tiny model, shared with the service tests
 
 
 def _read(path: Path) -> dict[str, dict[str, str]]:
@@ -61,8 +58,16 @@ def test_predict_scores_every_file_like_the_service(
         assert rows[name]["label"] == CLASSES[int(np.argmax(reference))] and rows[name]["skipped"] == ""
     assert rows["photo.png"]["likely_mri"] == "False" and "colour_image" in rows["photo.png"]["reasons"]
     assert rows["a.jpg"]["likely_mri"] == "True"
-    scored = ("a.jpg", "b.png", "c.dcm", "photo.png", "extra.jpg")
-    assert all(float(rows[name]["ood_score"]) >= -1e-5 for name in scored), "the model's ood_score in every row"
+    scored = {
+        "a.jpg": scans / "a.jpg",
+        "b.png": scans / "b.png",
+        "c.dcm": scans / "nested" / "c.dcm",
+        "photo.png": scans / "nested" / "photo.png",
+        "extra.jpg": extra,
+    }
+    for name, path in scored.items():  # the model's own ood_score in every row (6 decimals in the CSV)
+        reference = model.infer(preprocess(path.read_bytes(), model.preprocess)[None])[0]["ood_score"]
+        assert float(rows[name]["ood_score"]) == pytest.approx(float(reference), abs=1e-5), name
     assert "could not decode" in rows["broken.jpg"]["skipped"] and rows["broken.jpg"]["label"] == ""
     assert "not a JPEG, PNG or DICOM" in rows["notes.txt"]["skipped"]
     assert rows["missing.png"]["skipped"] == "no such file or folder"

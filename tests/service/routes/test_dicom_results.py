@@ -111,12 +111,15 @@ def parts_of(response: Any) -> list[bytes]:
 
 
 def validate(dciodvfy: str, data: bytes, path: Path) -> list[str]:
-    """dciodvfy's output lines for one object (written to the test's folder only to be validated)."""
+    """dciodvfy's output lines for one object (written to the test's folder only to be validated): it must exit 0
+    and report no error (``Error - ...``, or ``(gggg,eeee) ... - Error - ...`` for an element it could not read)
+    and no ``Abort`` (a file it could not read)."""
     path.write_bytes(data)
-    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    command = [dciodvfy, str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=60, check=False)
     lines = (result.stdout + result.stderr).splitlines()
-    errors = [line for line in lines if line.startswith("Error")]
-    assert not errors, f"{path.name}:\n" + "\n".join(lines)
+    errors = [line for line in lines if line.startswith(("Error", "Abort")) or " - Error - " in line]
+    assert result.returncode == 0 and not errors, f"{path.name} (exit {result.returncode}):\n" + "\n".join(lines)
     return lines
 
 

@@ -53,18 +53,45 @@ def test_raw_heatmap_only_on_request(client):
     assert response.json()["explanation"]["heatmap"] is None
 
 
+@pytest.fixture(scope="module")
+def reference_heatmap(model_root: Path):
+    """``reference_heatmap(image, class_index)``: the exported ``gradcam`` signature called directly with
+    TensorFlow on one model input [S, S, 3], not through the service's explainer or route."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_root / "1")).signatures["gradcam"]
+
+    def heat(image: np.ndarray, class_index: int) -> np.ndarray:
+        images_in = tf.constant(image[None].astype(np.float32))
+        return signature(images=images_in, class_index=tf.constant([class_index], tf.int32))["heatmap"].numpy()[0]
+
+    return heat
+
+
 @pytest.mark.parametrize("how", ["query", "form", "alias"])
-def test_requested_class(client, how):
+def test_requested_class(client, expected, reference_heatmap, how):
+    """The heatmap is the Grad-CAM of the requested class, not of the predicted one (another class here)."""
     target = "meningioma"
-    files = {"file": ("a.jpg", images.jpeg(23), "image/jpeg")}
+    data = next(
+        data
+        for data in map(images.jpeg, range(23, 63))
+        if CLASSES[int(np.argmax(expected(preprocess(data, CONFIG)[None])))] != target
+    )
+    files = {"file": ("a.jpg", data, "image/jpeg")}
     if how == "query":
-        response = client.post(f"/explain?class_name={target}", files=files)
+        response = client.post(f"/explain?heatmap=true&class_name={target}", files=files)
     elif how == "form":
-        response = client.post("/explain", files=files, data={"class_name": target})
+        response = client.post("/explain?heatmap=true", files=files, data={"class_name": target})
     else:
-        response = client.post("/explain?class_name=meningioma_tumor", files=files)
+        response = client.post("/explain?heatmap=true&class_name=meningioma_tumor", files=files)
     assert response.status_code == 200, response.text
-    assert response.json()["explanation"]["class_name"] == target
+    body = response.json()
+    assert body["explanation"]["class_name"] == target and body["prediction"]["label"] != target
+    heat = np.array(body["explanation"]["heatmap"])
+    model_input = preprocess(data, CONFIG)
+    np.testing.assert_allclose(heat, reference_heatmap(model_input, CLASSES.index(target)), atol=1e-4)
+    predicted = reference_heatmap(model_input, CLASSES.index(body["prediction"]["label"]))
+    assert np.abs(heat - predicted).max() > 0.05, "the requested class's heatmap is the predicted class's"
 
 
 def test_unknown_class_is_422(client):

@@ -49,5 +49,9 @@ def test_api_docs_are_served_offline(client):
     assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text and len(bundle.content) > 500_000
     assert client.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
     assert "/openapi.json" in client.get("/static/docs.js").text
-    assert client.get("/docs/../static/app.js").status_code in (404, 200)  # normalised by the client, never a file
-    assert client.get("/docs/favicon.png").status_code == 404, "only the listed files"
+    for traversal in ("/docs/..%2Fstatic%2Fapp.js", "/docs/%2E%2E/static/app.js", "/docs/%2E%2E"):
+        assert b"/docs/" in client.build_request("GET", traversal).url.raw_path, "sent as is, not normalised"
+        answer = client.get(traversal)
+        assert answer.status_code == 404 and answer.json()["error"].lower() == "not found", traversal
+    for unlisted in ("/docs/favicon.png", "/docs/app.js", "/docs/docs.html"):  # only the listed files
+        assert client.get(unlisted).status_code == 404, unlisted
