@@ -122,7 +122,7 @@ dicom-tools:  ## dciodvfy (dicom3tools), Orthanc + its DICOMweb plugin and dcmtk
 		[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need="$$need orthanc-dicomweb"; \
 		[ -z "$$need" ] || { [ "$$(id -u)" = 0 ] && apt-get update -q \
 			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need; } \
-		|| { echo "install$$need (apt-get install$$need) for tests/service/routes/test_dicom_results.py and tests/dicom_node"; exit 1; }
+		|| { echo "install$$need (apt-get install$$need) for tests/service/http/routes/test_dicom_results.py and tests/dicom_node"; exit 1; }
 
 images:  ## build mri-classifier:cpu and mri-classifier-train:cpu (ENGINE=docker|podman, BASE_IMAGE, CA_BUNDLE)
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/Dockerfile --target service-cpu -t mri-classifier:cpu .

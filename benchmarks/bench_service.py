@@ -42,11 +42,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.classifier import read_metadata  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.preprocessing import PreprocessConfig, preprocess  # noqa: E402
-from service.runtime import inference_streams  # noqa: E402
-from service.versions import find_version_dir  # noqa: E402
+from service.imaging.preprocessing import PreprocessConfig, preprocess  # noqa: E402
+from service.inference.classifier import read_metadata  # noqa: E402
+from service.inference.runtime import inference_streams  # noqa: E402
+from service.inference.versions import find_version_dir  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "brain-tumor-mri" / "Testing"
 BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"

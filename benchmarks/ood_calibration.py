@@ -1,4 +1,4 @@
-"""Calibrate the warning of a model's answers (``service/ood.py``) and measure how well it works.
+"""Calibrate the warning of a model's answers (``service/checks/input_check.py``) and measure how well it works.
 
 Two jobs, two kinds of evidence:
 
@@ -45,10 +45,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.classifier import load_model
 from service.config import Settings
-from service.preprocessing import PreprocessConfig
-from service.versions import find_version_dir
+from service.imaging.preprocessing import PreprocessConfig
+from service.inference.classifier import load_model
+from service.inference.versions import find_version_dir
 from training.ood_thresholds import Collection, answers, calibrate, labelled_folder, warning_figures, write_metadata
 
 

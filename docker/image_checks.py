@@ -143,7 +143,7 @@ def prometheus(base: str, metric: str, timeout_s: float) -> int:
 
 
 def source(base: str, origin: str, model_dir: str) -> int:
-    """``/readyz`` is 200 and names the model's source (``service/model_source.py``)."""
+    """``/readyz`` is 200 and names the model's source (``service/inference/model_source.py``)."""
     status, body = request(base + "/readyz")
     answer = json.loads(body) if status in (200, 503) else {}
     found = answer.get("source")

@@ -20,15 +20,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from service.batching import Batcher
-from service.classifier import Classifier, ModelState
 from service.config import Settings, get_settings
 from service.errors import ServiceError
-from service.limits import add_guards
-from service.middleware import REQUEST_ID_HEADER, MetricsMiddleware, RequestIdMiddleware, current_request_id
-from service.reload import ModelWatcher
-from service.routes import explain, health, predict, sagemaker, tfserving, ui, v2
-from service.runtime import inference_streams
+from service.http.limits import add_guards
+from service.http.middleware import REQUEST_ID_HEADER, MetricsMiddleware, RequestIdMiddleware, current_request_id
+from service.http.routes import explain, health, predict, sagemaker, tfserving, ui, v2
+from service.inference.batching import Batcher
+from service.inference.classifier import Classifier, ModelState
+from service.inference.reload import ModelWatcher
+from service.inference.runtime import inference_streams
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mime
-from service.pixels import MAX_PIXELS, decode_budget_bytes
-from service.tta import TTA
+from service.imaging.pixels import MAX_PIXELS, decode_budget_bytes
+from service.inference.tta import TTA
 
 RuntimeName = Literal["auto", "tensorflow", "openvino", "onnxruntime"]
 Precision = Literal["auto", "f32", "bf16", "f16"]

@@ -13,8 +13,8 @@ _EXAMPLE_PROBS: dict[str, Any] = dict(zip(CLASSES, (0.912, 0.061, 0.004, 0.023),
 
 
 class InputCheck(BaseModel):
-    """The non-MRI / unsure / unfamiliar warning of one image (``service.ood``): ``warning`` is true when the image
-    is unlikely to be a brain MRI slice (colour, bright background), the model is unsure (low top probability)
+    """The non-MRI / unsure / unfamiliar warning of one image (``checks.input_check``): ``warning`` is true when the
+    image is unlikely to be a brain MRI slice (colour, bright background), the model is unsure (low top probability)
     or the image is unlike the images the model was trained on (its ``ood_score``)."""
 
     warning: bool = Field(description="True when the result should not be trusted: see reasons.", examples=[False])
@@ -107,7 +107,7 @@ class ModelStatus(BaseModel):
 
 
 class ModelSourceStatus(BaseModel):
-    """Where the served model comes from (``service.model_source``)."""
+    """Where the served model comes from (``service.inference.model_source``)."""
 
     origin: str = Field(
         description="configured (MRI_MODEL_DIR, a mount, SageMaker's model.tar.gz) or built-in (the image's model).",

@@ -18,10 +18,10 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from service import model_source
 from service.config import LogLevel, RuntimeName, Settings
-from service.middleware import RequestIdFilter
-from service.tta import TTA_MODES
+from service.http.middleware import RequestIdFilter
+from service.inference import model_source
+from service.inference.tta import TTA_MODES
 
 log = logging.getLogger("service")
 

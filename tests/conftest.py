@@ -18,7 +18,7 @@ from tests import tiny_model
 from tests.tiny_model import MODEL_NAME, make_settings
 
 if TYPE_CHECKING:
-    from service.classifier import Classifier
+    from service.inference.classifier import Classifier
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -74,7 +74,7 @@ def mismatched_root(model_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def tf_classifier(model_root: Path) -> Classifier:
-    from service.classifier import Classifier
+    from service.inference.classifier import Classifier
 
     classifier = Classifier(make_settings(model_root))
     assert classifier.load(), classifier.reason
@@ -83,7 +83,7 @@ def tf_classifier(model_root: Path) -> Classifier:
 
 @pytest.fixture(scope="session")
 def ov_classifier(model_root: Path) -> Classifier:
-    from service.classifier import Classifier
+    from service.inference.classifier import Classifier
 
     classifier = Classifier(make_settings(model_root, runtime="openvino"))
     assert classifier.load(), classifier.reason

@@ -137,3 +137,65 @@ def test_training_never_is_imported_by_the_service():
     graph = import_graph()
     offenders = {m: sorted(d for d in deps if d.startswith("training")) for m, deps in graph.items()}
     assert not {m: d for m, d in offenders.items() if m.startswith("service") and d}
+
+
+#: The service's folders from the bottom up: a module imports only from its own layer, the layers below it and the
+#: shared modules at the top of ``service`` (settings, errors, labels, metrics, media types, answer schemas).
+LAYERS: list[set[str]] = [
+    {"imaging", "checks"},
+    {"inference"},
+    {"protocols"},
+    {"http", "dicom_node"},
+    {"app", "server"},
+]
+SHARED = {"service", "config", "errors", "labels", "metrics", "mime", "offline", "schemas"}
+
+
+def _service_part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "service"
+
+
+def _rank(part: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if part in layer)
+
+
+def layering_problems(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that go up the service's layers (shared modules may import any layer below ``protocols``)."""
+    problems = []
+    for module, targets in graph.items():
+        if not module.startswith("service"):
+            continue
+        part = _service_part(module)
+        for target in targets:
+            if not target.startswith("service"):
+                problems.append(f"{module} imports {target}: the service never imports training")
+                continue
+            other = _service_part(target)
+            if other in SHARED or other == part:
+                continue
+            ceiling = _rank("inference") if part in SHARED else _rank(part)
+            if _rank(other) > ceiling:
+                problems.append(f"{module} imports {target}")
+    return problems
+
+
+def test_every_service_module_is_in_a_layer():
+    parts = {_service_part(m) for m in import_graph() if m.startswith("service")}
+    assert parts - SHARED <= set().union(*LAYERS), parts - SHARED - set().union(*LAYERS)
+
+
+def test_the_service_layers_import_one_way():
+    assert layering_problems(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {
+        "service.imaging.dicom": {"service.inference.classifier"},
+        "service.http.routes.predict": {"service.inference.pipeline"},
+        "service.config": {"service.http.limits"},
+    }
+    assert layering_problems(graph) == [
+        "service.imaging.dicom imports service.inference.classifier",
+        "service.config imports service.http.limits",
+    ]

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from service.config import Settings
+from service.imaging.preprocessing import PreprocessConfig
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig
 
 IMAGE_SIZE = 32
 MODEL_NAME = "mri-classifier"
@@ -51,7 +51,7 @@ def build(root: Path, legacy_root: Path) -> None:
     models were exported before it existed)."""
     import keras
 
-    from service.preprocessing import to_model_input
+    from service.imaging.preprocessing import to_model_input
     from tests.service.images import mri_slice
     from training.export import export_model
     from training.model import build_model

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.server", "Start the inference service (SageMaker `serve` contract too)."),
     "dicom-node": ("service.dicom_node.node", "Receive MR series from a PACS over DICOM, send the results back."),
     "sagemaker": ("training.sagemaker_deploy", "Package a model.tar.gz, deploy an endpoint, invoke it."),
-    "fetch-model": ("service.fetch_model", "Download a model (s3:// or https://) into a folder."),
+    "fetch-model": ("service.inference.fetch_model", "Download a model (s3:// or https://) into a folder."),
 }
 
 

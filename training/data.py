@@ -1,7 +1,7 @@
 """Reading an image-folder dataset, finding exact and near duplicates, and splitting without leaks.
 
 The folder holds one sub-folder per class (names or aliases from :mod:`service.labels`). Every image is decoded
-with the service's own :func:`service.preprocessing.decode_image` and resized with its ``to_model_input``, so
+with the service's own :func:`service.imaging.preprocessing.decode_image` and resized with its ``to_model_input``, so
 training sees exactly what the service will see.
 
 Duplicates: two images are the same when their decoded pixels are identical (exact) or when the correlation of
@@ -27,8 +27,8 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from service.errors import ServiceError
+from service.imaging.preprocessing import PreprocessConfig, decode_image, thumbnail, to_model_input
 from service.labels import CLASSES, NUM_CLASSES, UnknownLabelError, canonical_label
-from service.preprocessing import PreprocessConfig, decode_image, thumbnail, to_model_input
 
 log = logging.getLogger(__name__)
 

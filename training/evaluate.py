@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from service.inference.runtime import ModelLoadError
+from service.inference.tta import TTA_MODES, outputs_with_tta
+from service.inference.versions import find_version_dir, version_number
 from service.labels import CLASSES
-from service.runtime import ModelLoadError
-from service.tta import TTA_MODES, outputs_with_tta
-from service.versions import find_version_dir, version_number
 
 log = logging.getLogger("training.evaluate")
 
@@ -114,7 +114,9 @@ def markdown_summary(metrics: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(f"{metrics[k][key]:.3f}" for k, _ in subsets) + " |")
     warnings = [metrics.get(f"warning_{k}", {}) for k, _ in subsets]
     auroc_ci = "{0[error_auroc]:.3f} ({0[error_auroc_ci95][0]:.3f}–{0[error_auroc_ci95][1]:.3f})"
-    if all("error_auroc" in w for w in warnings):  # the answers' warning (service.ood): does it flag wrong answers?
+    if all(
+        "error_auroc" in w for w in warnings
+    ):  # the answers' warning (service.checks.input_check): does it flag wrong answers?
         lines.append(
             "| warning: error-detection AUROC (95% CI) | " + " | ".join(auroc_ci.format(w) for w in warnings) + " |"
         )
@@ -171,8 +173,8 @@ def evaluate(
     tta: str = "none",
 ) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics dictionary."""
-    from service import ood
-    from service.preprocessing import PreprocessConfig
+    from service.checks import input_check
+    from service.imaging.preprocessing import PreprocessConfig
     from training import data as ds
     from training.metrics import classification_metrics, reliability_bins, warning_metrics
     from training.plots import write_plots
@@ -190,8 +192,11 @@ def evaluate(
     outputs = saved_model_outputs(version_dir, test.images, batch_size, progress, tta)
     probs, labels = outputs["probabilities"], test.labels
     # the warning every answer of the service carries, with the model's own thresholds
-    checks = ood.check(
-        test.images, probs, ood.Thresholds.from_metadata(metadata, ood.Thresholds()), outputs.get("ood_score")
+    checks = input_check.check(
+        test.images,
+        probs,
+        input_check.Thresholds.from_metadata(metadata, input_check.Thresholds()),
+        outputs.get("ood_score"),
     )
     warn_score = np.array([c.score for c in checks])
     correct = probs.argmax(axis=1) == labels

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from service.versions import METADATA_FILE, next_version
+from service.inference.versions import METADATA_FILE, next_version
 from training.model import EMBEDDING_LAYER, FEATURE_LAYER, LOGITS_LAYER
 from training.ood_score import DEFAULT_K, OOD_OUTPUT, describe, ood_layer
 

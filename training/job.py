@@ -223,8 +223,8 @@ def mix_stage(
 def thresholds_stage(config: TrainConfig, data: PreparedData, dev: DevSet | None, version_dir: Path) -> dict[str, Any]:
     """Stage ``thresholds``: the exported model through the service's own loader, calibrated on validation (and
     the dev folder), the thresholds written into its metadata."""
-    from service.classifier import load_model
     from service.config import Settings
+    from service.inference.classifier import load_model
     from training.ood_thresholds import Collection, calibrate, write_metadata
 
     settings = Settings(

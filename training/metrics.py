@@ -162,7 +162,7 @@ def calibration_split(labels: np.ndarray, seed: int = 42) -> tuple[np.ndarray, n
 
 
 def warning_metrics(score: np.ndarray, correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """How well an answer's warning score (warned when ``score > 1``, ``service.ood``) singles out wrong answers:
+    """How well an answer's warning score (warned when ``score > 1``, ``checks.input_check``) singles out wrong answers:
     the error-detection AUROC (wrong answers should score higher; 95% percentile-bootstrap interval over images)
     and the shares of correct and of wrong answers warned (95% Wilson intervals)."""
     score, correct = np.asarray(score, dtype=np.float64), np.asarray(correct, dtype=bool)

@@ -1,4 +1,4 @@
-"""The warning thresholds of a model's answers (``service/ood.py``), chosen on labelled MRI slices and non-MRI
+"""The warning thresholds of a model's answers (``checks/input_check.py``), chosen on labelled MRI slices and non-MRI
 images, and the figures that say how well the warning works.
 
 Two jobs, two kinds of evidence:
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service import ood
-from service.preprocessing import PreprocessConfig, to_model_input
-from service.versions import METADATA_FILE
+from service.checks import input_check
+from service.imaging.preprocessing import PreprocessConfig, to_model_input
+from service.inference.versions import METADATA_FILE
 from training.stages import Progress
 
 #: scikit-image's sample images stored in its wheel (``skimage/data``): no network access needed.
@@ -91,10 +91,10 @@ WORDS = [
     "analysis",
     "data",
 ]
-FLOORS = ood.Thresholds(max_colour_spread=0.02)  # the colour check never gets stricter than this
+FLOORS = input_check.Thresholds(max_colour_spread=0.02)  # the colour check never gets stricter than this
 METHOD = (
     "grayscale + dark-background checks, maximum softmax probability and the model's ood_score "
-    "(service/ood.py, training/ood_score.py)"
+    "(service/checks/input_check.py, training/ood_score.py)"
 )
 
 
@@ -213,8 +213,11 @@ def far_at_tar(negatives: np.ndarray, positives: np.ndarray, tar: float) -> tupl
 
 
 def choose(
-    mri_sets: list[dict[str, np.ndarray]], other: dict[str, np.ndarray], target_tar: float, floors: ood.Thresholds
-) -> tuple[ood.Thresholds, float, float]:
+    mri_sets: list[dict[str, np.ndarray]],
+    other: dict[str, np.ndarray],
+    target_tar: float,
+    floors: input_check.Thresholds,
+) -> tuple[input_check.Thresholds, float, float]:
     """The thresholds with the lowest false-accept rate among those keeping ``target_tar`` of the slices of
     *every* MRI set (returns the thresholds, the lowest true-accept rate of a set and the false-accept rate)."""
     mri = {k: np.concatenate([s[k] for s in mri_sets]) for k in ("colour_spread", "border_brightness", "confidence")}
@@ -223,7 +226,7 @@ def choose(
     colour = sorted({max(float(np.quantile(mri["colour_spread"], q)), floors.max_colour_spread) for q in upper})
     border = sorted({max(float(np.quantile(s["border_brightness"], q)), 1e-3) for q in upper for s in mri_sets})
     confidence = sorted({float(np.quantile(mri["confidence"], q)) for q in lower})
-    best: tuple[float, float, ood.Thresholds] | None = None
+    best: tuple[float, float, input_check.Thresholds] | None = None
 
     def accepted(s: dict[str, np.ndarray], c: float, b: float, m: float) -> np.ndarray:
         return (s["colour_spread"] <= c) & (s["border_brightness"] <= b) & (s["confidence"] >= m)
@@ -232,7 +235,7 @@ def choose(
         tar = min(float(accepted(s, c, b, m).mean()) for s in mri_sets)
         far = float(accepted(other, c, b, m).mean())
         if tar >= target_tar and (best is None or (far, -tar) < (best[0], -best[1])):
-            best = (far, tar, ood.Thresholds(round(c, 4), round(b, 4), round(m, 4), source="metadata"))
+            best = (far, tar, input_check.Thresholds(round(c, 4), round(b, 4), round(m, 4), source="metadata"))
     if best is None:
         raise ValueError(f"no thresholds keep {target_tar:.0%} of the MRI slices")
     return best[2], best[1], best[0]
@@ -261,15 +264,15 @@ class Answers:
 
 def answers(name: str, model: Any, collection: Collection) -> Answers:
     probs, ood_scores = infer(model, collection.images, desc=name)
-    stats = ood.scores(np.stack(collection.images), probs, ood_scores)
+    stats = input_check.scores(np.stack(collection.images), probs, ood_scores)
     return Answers(name, stats, probs.argmax(axis=1) == np.asarray(collection.labels))
 
 
-def warned(a: Answers, thresholds: ood.Thresholds) -> np.ndarray:
-    return ood.combined_score(a.stats, thresholds) > 1
+def warned(a: Answers, thresholds: input_check.Thresholds) -> np.ndarray:
+    return input_check.combined_score(a.stats, thresholds) > 1
 
 
-def choose_ood_threshold(sets: list[Answers], thresholds: ood.Thresholds, max_warned: float) -> float | None:
+def choose_ood_threshold(sets: list[Answers], thresholds: input_check.Thresholds, max_warned: float) -> float | None:
     """The lowest ``ood_score`` threshold keeping at most ``max_warned`` of each set's correct answers warned."""
     if not sets or any(np.isnan(a.stats["ood_score"]).all() for a in sets):
         return None
@@ -283,12 +286,12 @@ def choose_ood_threshold(sets: list[Answers], thresholds: ood.Thresholds, max_wa
     return float(candidates[-1])
 
 
-def warning_figures(a: Answers, thresholds: ood.Thresholds) -> dict[str, Any]:
+def warning_figures(a: Answers, thresholds: input_check.Thresholds) -> dict[str, Any]:
     """The three warning figures of one labelled set (``training.metrics.warning_metrics``) and the AUROC of
     each model statistic alone."""
     from training.metrics import warning_metrics
 
-    out = warning_metrics(ood.combined_score(a.stats, thresholds), a.correct)
+    out = warning_metrics(input_check.combined_score(a.stats, thresholds), a.correct)
     if "error_auroc" in out:
         parts = {"1 - max softmax probability": 1.0 - a.stats["confidence"], "ood_score": a.stats.get("ood_score")}
         errors = ~a.correct
@@ -313,7 +316,7 @@ def rounded(value: Any) -> Any:
 class Calibration:
     """The chosen thresholds and the evidence for them."""
 
-    thresholds: ood.Thresholds
+    thresholds: input_check.Thresholds
     sets: dict[str, Answers]  # the labelled MRI sets' answers
     other_groups: list[str]  # the non-MRI images' groups
     other_stats: dict[str, np.ndarray]
@@ -333,10 +336,10 @@ class Calibration:
     @property
     def other_accepted(self) -> float:
         """The share of non-MRI images no check flags."""
-        return float((ood.combined_score(self.other_stats, self.thresholds) <= 1).mean())
+        return float((input_check.combined_score(self.other_stats, self.thresholds) <= 1).mean())
 
     def per_group(self) -> dict[str, dict[str, Any]]:
-        combined = ood.combined_score(self.other_stats, self.thresholds)
+        combined = input_check.combined_score(self.other_stats, self.thresholds)
         groups = np.array(self.other_groups)
         return {
             group: {
@@ -370,11 +373,11 @@ class Calibration:
 
 
 def calibrate(model: Any, labelled: dict[str, Collection], target_tar: float, max_warned: float) -> Calibration:
-    """Choose the thresholds of ``model`` (a ``service.classifier.LoadedModel``) on the labelled MRI sets and the
+    """Choose the thresholds of ``model`` (a ``classifier.LoadedModel``) on the labelled MRI sets and the
     non-MRI images, and measure the warning on each labelled set."""
     other = non_mri_images(model.preprocess)
     sets = {name: answers(name, model, collection) for name, collection in labelled.items()}
-    other_stats = ood.scores(np.stack(other.images), *infer(model, other.images, desc="non-MRI images"))
+    other_stats = input_check.scores(np.stack(other.images), *infer(model, other.images, desc="non-MRI images"))
     image_thresholds, tar, far = choose([a.stats for a in sets.values()], other_stats, target_tar, FLOORS)
     limit = choose_ood_threshold(list(sets.values()), image_thresholds, max_warned)
     thresholds = replace(image_thresholds, max_ood_score=None if limit is None else round(limit, 4))
@@ -385,8 +388,10 @@ def calibrate(model: Any, labelled: dict[str, Collection], target_tar: float, ma
     }
     if limit is not None:
         oriented["ood_score"] = lambda s: s["ood_score"]
-    oriented["image checks and confidence (chosen thresholds)"] = lambda s: ood.combined_score(s, image_thresholds)
-    oriented["all checks (chosen thresholds)"] = lambda s: ood.combined_score(s, thresholds)
+    oriented["image checks and confidence (chosen thresholds)"] = lambda s: input_check.combined_score(
+        s, image_thresholds
+    )
+    oriented["all checks (chosen thresholds)"] = lambda s: input_check.combined_score(s, thresholds)
     mri = {k: np.concatenate([a.stats[k] for a in sets.values()]) for k in next(iter(sets.values())).stats}
     scores = {}
     for label, fn in oriented.items():
@@ -415,7 +420,7 @@ def write_metadata(version_dir: Path, section: dict[str, Any]) -> Path:
     """Store ``section`` as ``metadata.json["ood"]`` (written to a temporary file, then renamed)."""
     path = version_dir / METADATA_FILE
     metadata = json.loads(path.read_text())
-    metadata[ood.METADATA_KEY] = section
+    metadata[input_check.METADATA_KEY] = section
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True))
     os.replace(tmp, path)

@@ -1,10 +1,10 @@
 """``mri-classifier predict PATHS... --out predictions.csv``: score image files without a server.
 
 Files and folders (searched recursively; hidden files are left out) go through exactly what the service runs:
-the model is found, checked and loaded by ``service.classifier.load_model`` with the service's ``Settings``
-(``MRI_*`` variables and the options below), images are decoded by ``service.preprocessing.preprocess``
+the model is found, checked and loaded by ``service.inference.classifier.load_model`` with the service's ``Settings``
+(``MRI_*`` variables and the options below), images are decoded by ``service.imaging.preprocessing.preprocess``
 (JPEG, PNG, DICOM, format sniffed from the bytes), batched up to the runtime's batch size and checked by the
-warning of ``service.ood`` (not an MRI, unsure, unlike the training images: the model's ``ood_score``). One CSV
+warning of ``checks.input_check`` (not an MRI, unsure, unlike the training images: the model's ``ood_score``). One CSV
 row per file: the probabilities, the label, the warning, or why the file was skipped. The exit status is 1
 only when nothing could be scored.
 """
@@ -23,12 +23,12 @@ from typing import Any, get_args
 
 import numpy as np
 
-from service import ood
+from service.checks import input_check
 from service.config import RuntimeName, Settings
 from service.errors import ServiceError
+from service.imaging.preprocessing import preprocess
+from service.inference.runtime import OOD_OUTPUT, OUTPUT_NAME
 from service.labels import CLASSES
-from service.preprocessing import preprocess
-from service.runtime import OOD_OUTPUT, OUTPUT_NAME
 
 log = logging.getLogger("training.predict")
 
@@ -51,7 +51,7 @@ class Row:
 
     file: str
     probabilities: np.ndarray | None = None
-    check: ood.Check | None = None
+    check: input_check.Check | None = None
     skipped: str = ""
 
     def to_csv(self) -> dict[str, Any]:
@@ -97,12 +97,12 @@ def predict_files(
     """Load the model as the service does and yield one :class:`Row` per file, in order."""
     from tqdm import tqdm
 
-    from service.classifier import load_model
+    from service.inference.classifier import load_model
 
     if "inference_streams" not in settings.model_fields_set:  # one caller: every thread on each batch
         settings = settings.model_copy(update={"inference_streams": 1})
     model = load_model(settings)
-    thresholds = ood.thresholds(model.metadata, settings)
+    thresholds = input_check.thresholds(model.metadata, settings)
     size = batch_size or settings.max_batch_size
     files = list(find_files(paths))
     log.info(
@@ -121,7 +121,7 @@ def predict_files(
                 images = np.stack([decoded[i] for i in good])
                 rows = model.infer(images)  # probabilities and, for models that export it, the ood_score
                 probs = np.asarray(rows[OUTPUT_NAME])
-                checks = ood.check(images, probs, thresholds, np.asarray(rows[OOD_OUTPUT]))
+                checks = input_check.check(images, probs, thresholds, np.asarray(rows[OOD_OUTPUT]))
                 for i, p, check in zip(good, probs, checks, strict=True):
                     results[i] = Row(str(chunk[i][0]), p, check)
             for i, (path, _) in enumerate(chunk):
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     """Entry point of ``mri-classifier predict``."""
-    from service.runtime import ModelLoadError
+    from service.inference.runtime import ModelLoadError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

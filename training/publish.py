@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.runtime import ModelLoadError
-from service.versions import METADATA_FILE, is_saved_model, next_version
+from service.inference.runtime import ModelLoadError
+from service.inference.versions import METADATA_FILE, is_saved_model, next_version
 
 ATTEMPTS = 20
 
@@ -36,7 +36,7 @@ def _copy_file(src: str, dst: str) -> object:
 
 def publish(model: Path, store: Path) -> Path:
     """Copy the version folder ``model`` into ``store`` as its next free version; returns the new folder."""
-    from service.classifier import read_metadata
+    from service.inference.classifier import read_metadata
 
     model, store = Path(model), Path(store)
     if not is_saved_model(model):

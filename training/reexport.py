@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from service.preprocessing import PreprocessConfig
+from service.imaging.preprocessing import PreprocessConfig
 
 log = logging.getLogger("training.reexport")
 DROPPED_KEYS = ("version", "temperature", "signatures", "derived_from")

@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.runtime import ModelLoadError
-from service.versions import find_version_dir
+from service.inference.runtime import ModelLoadError
+from service.inference.versions import find_version_dir
 
 PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse bigger requests
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from service.imaging.preprocessing import PreprocessConfig
 from service.labels import CLASSES, NUM_CLASSES
-from service.preprocessing import PreprocessConfig
 from training.augment import AugmentConfig
 from training.mix import RULES
 from training.recipe import recipe

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service import mime
-from service.dicom import quiet_pydicom
 from service.dicom_node import metrics
 from service.dicom_node.scp import VERIFICATION
 from service.dicom_node.spool import Spool
+from service.imaging.dicom import quiet_pydicom
 
 log = logging.getLogger(__name__)
 

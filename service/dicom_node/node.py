@@ -2,10 +2,10 @@
 
 Each slice a PACS stores here is checked and decoded in the association's thread, with the model version served
 at that moment (``Classifier.model``, one snapshot from decode to result), then answered 0x0000 and classified
-on the node's event loop by the service's own ``ood.classify_checked`` through a ``Batcher``: the same
+on the node's event loop by the service's own ``input_check.classify_checked`` through a ``Batcher``: the same
 preprocessing, batching and input checks as ``/predict``, so the probabilities are the same. Its Comprehensive
 SR (and, when configured, a Secondary Capture of its Grad-CAM overlay) is built in memory by
-``service.dicom_results`` in the source study, in one result series per received series, and handed to each
+``service.protocols.dicom_results`` in the source study, in one result series per received series, and handed to each
 destination's outbox (``delivery``). When a series has been quiet for ``series_quiet_s``, a summary SR of its
 slices follows (``series``), and a study whose series are all complete gets one log line, without PHI.
 
@@ -32,11 +32,8 @@ from typing import Any, get_args
 
 import numpy as np
 
-from service import codec, ood, overlay
-from service.batching import Batcher
-from service.classifier import Classifier, LoadedModel
+from service.checks import input_check
 from service.config import DicomNodeSettings, LogLevel, RuntimeName, Settings
-from service.dicom import quiet_pydicom
 from service.dicom_node import metrics
 from service.dicom_node.delivery import (
     Destination,
@@ -56,12 +53,18 @@ from service.dicom_node.scp import (
 )
 from service.dicom_node.series import SeriesState, SeriesTracker
 from service.dicom_node.spool import Spool
-from service.dicom_results import Algorithm, SourceImage, read_source, secondary_capture, series_report
-from service.dicom_results import structured_report as slice_report
 from service.errors import ModelNotReadyError, ServiceError
-from service.explain import Explainer, ExplanationUnavailableError
-from service.reload import ModelWatcher
-from service.runtime import inference_streams
+from service.imaging import overlay
+from service.imaging.dicom import quiet_pydicom
+from service.inference import pipeline
+from service.inference.batching import Batcher
+from service.inference.classifier import Classifier, LoadedModel
+from service.inference.explain import Explainer, ExplanationUnavailableError
+from service.inference.reload import ModelWatcher
+from service.inference.runtime import inference_streams
+from service.protocols import codec
+from service.protocols.dicom_results import Algorithm, SourceImage, read_source, secondary_capture, series_report
+from service.protocols.dicom_results import structured_report as slice_report
 
 log = logging.getLogger(__name__)
 
@@ -353,9 +356,11 @@ class DicomNode:
         model = item.model
         try:
             assert self._batcher is not None
-            thresholds = ood.thresholds(model.metadata, self.settings)
-            images, probs, checks = await ood.classify_checked(self._batcher, model, 1, lambda: item.images, thresholds)
-            prediction = ood.attach(codec.encode_predictions(probs, model.info), checks).predictions[0]
+            thresholds = input_check.thresholds(model.metadata, self.settings)
+            images, probs, checks = await pipeline.classify_checked(
+                self._batcher, model, 1, lambda: item.images, thresholds
+            )
+            prediction = codec.attach_checks(codec.encode_predictions(probs, model.info), checks).predictions[0]
             algorithm = Algorithm.from_model(model.info.name, model.info.version, model.metadata)
             numbers = (series.sr_number(), series.sc_number() if self.node.send_secondary_capture else 0)
             objects = await asyncio.to_thread(self._results, item, images, prediction, algorithm, series, numbers)
@@ -450,7 +455,7 @@ def run(argv: Sequence[str]) -> int:
     """``mri-classifier dicom-node``: run until SIGTERM/SIGINT; returns the exit code."""
     from pydantic import ValidationError
 
-    from service import model_source
+    from service.inference import model_source
 
     args = vars(build_parser().parse_args(list(argv)))
     service_keys = ("model_dir", "runtime", "log_level")

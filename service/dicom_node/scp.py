@@ -16,7 +16,7 @@ The Error Comment of a refusal is a fixed text. pynetdicom's logger is silenced 
 some services): the node logs its own lines, without tag values.
 
 Enhanced MR Image Storage is not negotiated: its objects hold a multi-frame volume, and the service decodes
-single frames (``service.dicom``). A PACS then sends the classic MR images of a series, or nothing.
+single frames (``service.imaging.dicom``). A PACS then sends the classic MR images of a series, or nothing.
 """
 
 from __future__ import annotations

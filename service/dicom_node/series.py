@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.dicom_results import Algorithm, SourceImage, new_uid
+from service.protocols.dicom_results import Algorithm, SourceImage, new_uid
 from service.schemas import Prediction
 
 #: A series whose summary would list more slices than this is closed early (its summary made), and the next

@@ -20,7 +20,7 @@ const STATUS_TEXT = {
   503: "The service is not ready or is busy; try again in a moment",
 };
 
-// What each reason of the answer's check means (service/ood.py); an unknown reason is shown by its name.
+// What each reason of the answer's check means (service/checks/input_check.py); an unknown reason is shown by its name.
 const REASON_TEXT = {
   colour_image: "The image is in colour; MRI slices are grayscale.",
   bright_background: "The image has no dark background around the anatomy, unlike an MRI slice.",

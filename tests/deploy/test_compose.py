@@ -71,7 +71,7 @@ def test_api_is_hardened_and_serves_the_model_read_only(compose: dict[str, Any])
 
 def test_plain_up_serves_the_built_in_model(compose: dict[str, Any]) -> None:
     """``docker compose up -d`` with nothing set: the models volume is new and empty, MRI_MODEL_DIR is unset, so
-    the image's built-in model is served (service/model_source.py); make image-test brings it up for real."""
+    the image's built-in model is served (service/inference/model_source.py); make image-test brings it up for real."""
     api = compose["services"]["api"]
     assert "MRI_MODEL_DIR" not in api.get("environment", {}), "set, it would turn the built-in model off"
     assert api["build"] == {**api["build"], "dockerfile": "docker/Dockerfile", "target": "service-cpu"}

@@ -297,7 +297,7 @@ def test_smoke_dataset_matches_the_train_command(tmp_path: Path) -> None:
     assert (config.backbone, config.epochs, config.image_size) == ("efficientnet_lite0", 2, 64)
     assert config.weights == "imagenet" and config.fine_tune_from == "block4a" and config.crop_brain
     assert len(config.mix_alphas) > 1 and config.dev_dir is None, "the whole recipe: probe and mix too"
-    from service.preprocessing import PreprocessConfig
+    from service.imaging.preprocessing import PreprocessConfig
     from training import data
 
     samples, _ = data.scan_folder(tmp_path / "input" / "data" / "train")

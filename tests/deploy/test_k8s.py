@@ -229,7 +229,7 @@ def settings_of(objects: Objects) -> dict[str, str]:
 @pytest.mark.parametrize("overlay_name", OVERLAYS)
 def test_the_default_needs_no_volume_filled_by_hand(renders: Any, overlay_name: str) -> None:
     """``kubectl apply -k k8s/overlays/<x>``: the pods serve the image's built-in model (no claim, nothing
-    mounted on /opt/ml/model, MRI_MODEL_DIR unset so that service/model_source.py picks the built-in one)."""
+    mounted on /opt/ml/model, MRI_MODEL_DIR unset so that service/inference/model_source.py picks the built-in one)."""
     objects = renders(overlay_name)
     assert not [o for o in objects if o["kind"] in ("PersistentVolumeClaim", "Job")]
     deployment = one(objects, "Deployment")
@@ -368,7 +368,7 @@ def test_model_download_fetches_into_an_empty_dir_before_the_server(
     import boto3
     from moto import mock_aws
 
-    from service.classifier import Classifier
+    from service.inference.classifier import Classifier
     from tests.service.conftest import make_settings
     from training.cli import main as entrypoint
 
@@ -391,7 +391,7 @@ def test_model_download_fetches_into_an_empty_dir_before_the_server(
     assert env["MODEL_SHA256"] == "", "not checked unless set"
     args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg) for arg in init["args"]]
     assert args[0] == "fetch-model"
-    from service.fetch_model import parse_args  # the command the init container runs accepts its arguments
+    from service.inference.fetch_model import parse_args  # the command the init container runs accepts its arguments
 
     uri, dest, limits = parse_args(args[1:])
     assert (uri, str(dest), limits.sha256, limits.allow_http) == (source, "/opt/ml/model", None, False)

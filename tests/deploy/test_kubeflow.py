@@ -147,7 +147,7 @@ def test_tfjob_runs_the_single_node_recipe(kserve_objects: Objects, cpu_objects:
 
 def test_inference_service_serves_the_model_store(kserve_objects: Objects) -> None:
     from service.config import Settings
-    from service.routes import v2
+    from service.http.routes import v2
 
     isvc = one(kserve_objects, "InferenceService")
     predictor = isvc["spec"]["predictor"]

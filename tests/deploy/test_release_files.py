@@ -27,7 +27,7 @@ def test_notice_names_the_weights_the_dataset_and_the_bundled_assets() -> None:
     assert "Sartaj Bhuvaji" in text, "the training data and its licence"
     assert "Swagger UI" in text and "fastapi-offline" in text, "the files /docs serves"
     assert "Not a diagnostic device" in text
-    from service.routes.ui import DOCS_PACKAGE
+    from service.http.routes.ui import DOCS_PACKAGE
 
     assert DOCS_PACKAGE.replace("_", "-") in text
 

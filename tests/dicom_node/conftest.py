@@ -22,14 +22,14 @@ import pytest
 from prometheus_client import REGISTRY
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from service.classifier import Classifier
 from service.config import DicomNodeSettings
 from service.dicom_node.node import DicomNode
+from service.inference.classifier import Classifier
 from tests.processes import free_port
 from tests.service import images
-from tests.service.conftest import client, expected, make_settings, model_root, open_client, tf_classifier
+from tests.service.conftest import client, make_settings, open_client
 
-__all__ = ["client", "expected", "model_root", "open_client", "tf_classifier"]  # the service tests' fixtures
+__all__ = ["client", "open_client"]  # the service tests' fixtures (the tiny model is tests/conftest.py's)
 
 ORTHANC = shutil.which("Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")

@@ -191,7 +191,7 @@ def test_results_spooled_by_a_previous_run_are_delivered_first(orthanc: Orthanc,
     """A restart finds the spool's files, sends them, and deletes each once stored."""
     from service.dicom_node.delivery import Outbox, RetryPolicy, StowDestination
     from service.dicom_node.spool import Spool
-    from service.dicom_results import Algorithm, read_source, structured_report
+    from service.protocols.dicom_results import Algorithm, read_source, structured_report
     from tests.dicom_node.test_parts import _prediction
 
     source = read_source(mr_series(1, seed=99)[0])

@@ -15,10 +15,10 @@ import pydicom
 import pytest
 from pydicom.uid import ComprehensiveSRStorage, MRImageStorage, SecondaryCaptureImageStorage
 
-from service.dicom_results import DISCLAIMER, SC_SERIES_NUMBER, SR_SERIES_NUMBER, SUMMARY_SERIES_NUMBER
 from service.labels import CLASSES
+from service.protocols.dicom_results import DISCLAIMER, SC_SERIES_NUMBER, SR_SERIES_NUMBER, SUMMARY_SERIES_NUMBER
 from tests.dicom_node.conftest import NODE_AET, PACS_AET, PATIENT, Orthanc, mr_series, sample, wait_for
-from tests.service.routes.test_dicom_results import by_code, content_items, dciodvfy, validate
+from tests.service.http.routes.test_dicom_results import by_code, content_items, dciodvfy, validate
 
 __all__ = ["dciodvfy"]
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from service.dicom_node.node import problems
 from service.dicom_node.scp import transfer_syntaxes
 from service.dicom_node.series import SeriesTracker
 from service.dicom_node.spool import Spool
-from service.dicom_results import read_source
 from service.labels import CLASSES
+from service.protocols.dicom_results import read_source
 from service.schemas import InputCheck, Prediction
 from tests.dicom_node.conftest import mr_series
 

@@ -1,5 +1,5 @@
 """The docs tests use the service tests' tiny exported model for a live answer."""
 
-from tests.service.conftest import client, model_root, open_client, tf_classifier
+from tests.service.conftest import client, open_client
 
-__all__ = ["client", "model_root", "open_client", "tf_classifier"]
+__all__ = ["client", "open_client"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from service.inference.versions import find_version_dir
 from service.labels import CLASSES
-from service.versions import find_version_dir
 from tests.docs import checks
 from tests.service import images
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.classifier import Classifier
+from service.inference.classifier import Classifier
 from tests.reliability.server import ServerProcess
 from tests.service.conftest import make_settings
 

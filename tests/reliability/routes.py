@@ -1,4 +1,4 @@
-"""The service's one list of routes (``service.routes.rules``) as the cross-cutting tests use it: concrete
+"""The service's one list of routes (``service.http.routes.rules``) as the cross-cutting tests use it: concrete
 paths, and how to send an image file or a JSON pixel batch to each inference route in the format it reads.
 
 A route added to the service's list joins the security, limits, bad-input, privacy and live body-limit tests
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from service.http.routes.rules import Body, Kind, Route, of_kind
+from service.http.routes.ui import PAGE_PATHS
 from service.labels import CLASSES
-from service.routes.rules import Body, Kind, Route, of_kind
-from service.routes.ui import PAGE_PATHS
 from tests.service.conftest import MODEL_NAME
 
 VERSION = "1"  # the tiny model's version

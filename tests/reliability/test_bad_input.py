@@ -1,5 +1,5 @@
 """The bad-input corpus: over 40 kinds of bad request to every inference route of the service's list
-(``service.routes.rules``: ``/predict``, ``/explain``, ``/invocations``, TF Serving and the Open Inference
+(``service.http.routes.rules``: ``/predict``, ``/explain``, ``/invocations``, TF Serving and the Open Inference
 Protocol), each made here.
 
 Every bad request gets its 4xx with a short JSON reason (never a 5xx), and a good request on the same route
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.routes.rules import Body
+from service.http.routes.rules import Body
 from tests.reliability import payloads, routes
 from tests.reliability.conftest import LIVE_BODY_TIMEOUT_S, LIVE_MAX_BODY_BYTES
 from tests.reliability.server import ServerProcess, rss_bytes

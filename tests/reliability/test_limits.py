@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.classifier import Classifier
-from service.limits import ConcurrencyLimitMiddleware
-from service.routes.rules import Body
+from service.http.limits import ConcurrencyLimitMiddleware
+from service.http.routes.rules import Body
+from service.inference.classifier import Classifier
 from tests.reliability import payloads, routes
 from tests.service.conftest import make_settings
 from tests.service.held import Hold, held_classifier
@@ -116,7 +116,7 @@ def test_a_request_over_its_deadline_gets_504_and_the_service_goes_on(
 
 
 def test_decodes_are_bounded(start: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
-    from service import codec
+    from service.protocols import codec
 
     client = start(max_concurrent_decodes=1, max_concurrent_requests=16)
     running, peak = 0, 0
@@ -148,7 +148,7 @@ def test_probes_answer_while_every_worker_thread_is_busy_decoding(
 ) -> None:
     """Regression: with decodes holding all 40 worker threads, /ping and /readyz waited behind them (their
     dependencies ran in that thread pool): a SageMaker ping times out after 2 s and the instance is replaced."""
-    from service import codec
+    from service.protocols import codec
 
     release = threading.Event()
     started = threading.Semaphore(0)
@@ -265,7 +265,7 @@ def test_json_bodies_are_parsed_under_a_decode_slot(
     start: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, path: str, body: Body
 ) -> None:
     """Parsing a JSON pixel batch costs what decoding an image does: at most ``max_concurrent_decodes`` at once."""
-    from service import codec
+    from service.protocols import codec
 
     client = start(max_concurrent_decodes=1, max_concurrent_requests=16)
     running, peak = 0, 0
@@ -326,7 +326,7 @@ GIL_HOLD_BOUND_S = 0.3
 def test_json_parsers_hand_the_gil_back_between_short_steps(body: Body) -> None:
     """Each JSON format's parser (the parse, the pixel conversion and the freeing of the lists) lets other
     threads, the event loop's included, run every few milliseconds on a 16 x 256 x 256 pixel batch."""
-    from service import codec, oip
+    from service.protocols import codec, oip
 
     content = routes.json_pixels(body, np.full((16, 256, 256, 3), 7, dtype=np.uint8))
     parsers: dict[Body, Callable[[], Any]] = {

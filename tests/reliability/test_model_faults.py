@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import classifier as classifier_module
 from service.app import create_app
-from service.classifier import LoadedModel
 from service.config import Settings
+from service.inference import classifier as classifier_module
+from service.inference.classifier import LoadedModel
 from tests.reliability import payloads
 from tests.service.conftest import MODEL_NAME, make_settings
 

@@ -1,4 +1,4 @@
-"""Every route of the app is in the service's one list of routes (``service.routes.rules``), exactly once and
+"""Every route of the app is in the service's one list of routes (``service.http.routes.rules``), exactly once and
 with the kind the guards give it: the cross-cutting tests iterate over that list, so an unlisted route would
 escape them."""
 
@@ -8,9 +8,9 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route as StarletteRoute
 
-from service import limits
-from service.routes.rules import ROUTES, Body, Kind
-from service.routes.ui import PAGE_PATHS
+from service.http import limits
+from service.http.routes.rules import ROUTES, Body, Kind
+from service.http.routes.ui import PAGE_PATHS
 from tests.reliability import routes
 
 
@@ -26,7 +26,7 @@ def test_every_app_route_is_listed_once(corpus_client: TestClient) -> None:
     listed = [(route.method, route.path) for route in ROUTES]
     assert len(listed) == len(set(listed)), "a route listed twice"
     served = app_routes(corpus_client)
-    assert served - set(listed) == set(), "app routes in none of the lists of service.routes.rules"
+    assert served - set(listed) == set(), "app routes in none of the lists of service.http.routes.rules"
     assert set(listed) - served == set(), "listed routes the app does not serve"
 
 

@@ -19,7 +19,7 @@ from schemathesis.checks import (
 )
 
 from service.app import create_app
-from service.classifier import Classifier
+from service.inference.classifier import Classifier
 from tests.service.conftest import make_settings
 
 MAX_EXAMPLES = 25

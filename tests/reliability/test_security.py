@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service import auth
 from service.app import create_app
-from service.classifier import Classifier
 from service.config import Settings
-from service.routes.rules import Kind, of_kind
+from service.http import auth
+from service.http.routes.rules import Kind, of_kind
+from service.inference.classifier import Classifier
 from tests.reliability import payloads, routes
 from tests.service.conftest import make_settings
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.app import create_app
-from service.classifier import Classifier
 from service.config import Settings
+from service.inference.classifier import Classifier
 from tests.tiny_model import DATA_FINGERPRINT, IMAGE_SIZE, MODEL_NAME, make_settings, metadata
 
 # the tiny model's constants and helpers, imported from here by the tests of every folder

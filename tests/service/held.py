@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.classifier import Classifier, LoadedModel
+from service.inference.classifier import Classifier, LoadedModel
 
 
 class Hold:

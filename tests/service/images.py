@@ -130,7 +130,7 @@ def dicom(seed: int = 5) -> bytes:
 
 
 def reference_input(data: bytes, size: int) -> np.ndarray:
-    """A JPEG/PNG's model input derived independently of ``service.preprocessing``: Pillow decodes to RGB,
+    """A JPEG/PNG's model input derived independently of ``service.imaging.preprocessing``: Pillow decodes to RGB,
     the image is centred on a black square and resized bilinearly to ``size`` (no crop)."""
     import io
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from service import mime
-from service.preprocessing import PreprocessConfig, preprocess
+from service.imaging.preprocessing import PreprocessConfig, preprocess
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, make_settings
 from tests.service.held import Hold, held_classifier

@@ -19,7 +19,13 @@ print("blocked")
 """
 
 
-ENTRY_POINTS = ["service.app", "service.runtime", "training.cli", "training.evaluate", "benchmarks.bench_service"]
+ENTRY_POINTS = [
+    "service.app",
+    "service.inference.runtime",
+    "training.cli",
+    "training.evaluate",
+    "benchmarks.bench_service",
+]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)

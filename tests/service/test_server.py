@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.preprocessing import PreprocessConfig, preprocess, to_model_input
+from service.imaging.preprocessing import PreprocessConfig, preprocess, to_model_input
 from tests.processes import free_port, inflight_requests, read_answer, serve_command, start_upload
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE
@@ -28,7 +28,7 @@ TOLERANCE = {"f32": 1e-4, "f16": 0.01, "bf16": 0.03}
 #: sure to see it), and leaves ``gate.passed`` behind as the proof that the load went through the gate.
 LOAD_GATE = """
 import pathlib, time
-import service.classifier as classifier
+import service.inference.classifier as classifier
 _real = classifier.load_model
 def _gated(*args, **kwargs):
     gate = pathlib.Path({gate!r})

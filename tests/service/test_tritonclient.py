@@ -8,8 +8,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from service.imaging.preprocessing import PreprocessConfig, preprocess, to_model_input
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig, preprocess, to_model_input
 from tests.reliability.server import ServerProcess
 from tests.service import images
 from tests.service.conftest import IMAGE_SIZE, MODEL_NAME

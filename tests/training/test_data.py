@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.imaging.preprocessing import PreprocessConfig
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig
 from training.data import (
     DatasetError,
     class_weights,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.imaging.preprocessing import PreprocessConfig
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig
 from tests.synthetic import jpeg_bytes
 from training.evaluate import evaluate
 from training.export import export_model

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from service.imaging.preprocessing import PreprocessConfig
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig
 from tests.synthetic import make_dataset
 from training.export import export_model
 from training.model import build_model

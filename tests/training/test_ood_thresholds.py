@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import ood
+from service.checks import input_check
 from training.ood_thresholds import (
     Answers,
     Collection,
@@ -39,7 +39,7 @@ def test_auroc_counts_ties_as_half() -> None:
 def test_choose_keeps_the_target_of_every_set_at_the_lowest_false_accept() -> None:
     rng = np.random.default_rng(0)
     sets, other = [_stats(rng, 200, True), _stats(rng, 80, True)], _stats(rng, 150, False)
-    thresholds, tar, far = choose(sets, other, 0.95, ood.Thresholds(max_colour_spread=0.02))
+    thresholds, tar, far = choose(sets, other, 0.95, input_check.Thresholds(max_colour_spread=0.02))
     assert thresholds.max_colour_spread >= 0.02
     for s in sets:  # every MRI set keeps at least the target, not only the pooled slices
         kept = (
@@ -59,13 +59,13 @@ def test_the_ood_threshold_keeps_at_most_the_share_of_correct_answers_warned() -
         correct = rng.uniform(size=n) < 0.9
         stats["ood_score"] = np.where(correct, rng.uniform(0, 0.3, n), rng.uniform(0.2, 0.6, n))
         sets.append(Answers(f"set{n}", stats, correct))
-    image = ood.Thresholds(1.0, 1.0, 0.0)
+    image = input_check.Thresholds(1.0, 1.0, 0.0)
     limit = choose_ood_threshold(sets, image, 0.05)
     assert limit is not None
-    chosen = ood.Thresholds(1.0, 1.0, 0.0, max_ood_score=limit)
+    chosen = input_check.Thresholds(1.0, 1.0, 0.0, max_ood_score=limit)
     for a in sets:
         assert warned(a, chosen)[a.correct].mean() <= 0.05
-    lower = ood.Thresholds(1.0, 1.0, 0.0, max_ood_score=float(np.nextafter(limit, 0)))
+    lower = input_check.Thresholds(1.0, 1.0, 0.0, max_ood_score=float(np.nextafter(limit, 0)))
     assert any(warned(a, lower)[a.correct].mean() > 0.05 for a in sets), "not the lowest such threshold"
     no_score = [Answers("x", {**sets[0].stats, "ood_score": np.full(300, np.nan)}, sets[0].correct)]
     assert choose_ood_threshold(no_score, image, 0.05) is None
@@ -75,10 +75,10 @@ def test_the_ood_threshold_keeps_at_most_the_share_of_correct_answers_warned() -
 def test_calibrate_a_tiny_exported_model(tmp_path: Path) -> None:
     import keras
 
-    from service.classifier import load_model
     from service.config import Settings
+    from service.imaging.preprocessing import PreprocessConfig, to_model_input
+    from service.inference.classifier import load_model
     from service.labels import CLASSES
-    from service.preprocessing import PreprocessConfig, to_model_input
     from tests.synthetic import mri_like
     from training.export import export_model
     from training.model import build_model
@@ -103,7 +103,7 @@ def test_calibrate_a_tiny_exported_model(tmp_path: Path) -> None:
     result = calibrate(loaded, labelled, target_tar=0.9, max_warned=0.2)
     assert set(result.warnings) == {"validation", "dev"}
     for a in result.sets.values():
-        image_only = ood.Thresholds(
+        image_only = input_check.Thresholds(
             result.thresholds.max_colour_spread,
             result.thresholds.max_border_brightness,
             result.thresholds.min_confidence,
@@ -115,4 +115,4 @@ def test_calibrate_a_tiny_exported_model(tmp_path: Path) -> None:
     assert section["calibration"]["in_distribution"] == "32 MRI slices (validation, dev)"
     write_metadata(version, section)
     stored = json.loads((version / "metadata.json").read_text())
-    assert ood.Thresholds.from_metadata(stored, ood.Thresholds()) == result.thresholds
+    assert input_check.Thresholds.from_metadata(stored, input_check.Thresholds()) == result.thresholds

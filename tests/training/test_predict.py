@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.classifier import load_model
+from service.imaging.preprocessing import preprocess
+from service.inference.classifier import load_model
 from service.labels import CLASSES
-from service.preprocessing import preprocess
 from tests.service import images
 from tests.service.conftest import make_settings
 from training.cli import main
@@ -91,18 +91,18 @@ def test_predict_runs_every_thread_on_each_batch_unless_told(
 ) -> None:
     """One caller scores batch after batch: one OpenVINO stream with every thread, not two streams that would
     leave half the CPU idle (an explicit MRI_INFERENCE_STREAMS still wins)."""
-    import service.classifier
+    import service.inference.classifier
     from service.config import Settings
     from training.predict import predict_files
 
     seen: list[int] = []
-    real = service.classifier.load_model
+    real = service.inference.classifier.load_model
 
     def spy(settings: Settings, *args: object) -> object:
         seen.append(settings.inference_streams)
         return real(settings, *args)
 
-    monkeypatch.setattr(service.classifier, "load_model", spy)
+    monkeypatch.setattr(service.inference.classifier, "load_model", spy)
     image = tmp_path / "a.jpg"
     image.write_bytes(images.jpeg(30))
     rows = list(predict_files([image], make_settings(model_root), progress=False))

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.classifier import load_model
+from service.imaging.preprocessing import PreprocessConfig, preprocess
+from service.inference.classifier import load_model
+from service.inference.versions import find_version_dir
 from service.labels import CLASSES
-from service.preprocessing import PreprocessConfig, preprocess
-from service.versions import find_version_dir
 from tests.service.conftest import make_settings
 from training import data as ds
 from training.cli import main

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, limits, authentication, middleware, uploads, media types, answer schemas."""
