@@ -286,6 +286,36 @@ def _report(source: SourceImage, prediction: Prediction, algorithm: Algorithm, e
     return _measurement_report([group], algorithm, ())
 
 
+def _comprehensive_sr(
+    evidence: list[Any],
+    content: Any,
+    algorithm: Algorithm,
+    series_uid: str,
+    series_number: int,
+    series_description: str,
+    instance_number: int,
+) -> Any:
+    """A final, complete, unverified Comprehensive SR of ``content`` in the evidence's study."""
+    import highdicom as hd
+
+    return hd.sr.ComprehensiveSR(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=new_uid(),
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=algorithm.name,
+        software_versions=algorithm.version,
+        series_description=series_description,
+        coding_schemes=[_coding_scheme()],
+        is_complete=True,
+        is_final=True,
+        is_verified=False,
+    )
+
+
 def _encode(dataset: Any) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
@@ -312,24 +342,11 @@ def structured_report(
     explained: str | None = None,
 ) -> bytes:
     """A Comprehensive SR (Part 10 bytes) in the input's study, in series ``series_uid``."""
-    import highdicom as hd
 
     def build() -> Any:
-        return hd.sr.ComprehensiveSR(
-            evidence=[source.dataset],
-            content=_report(source, prediction, algorithm, explained),
-            series_instance_uid=series_uid,
-            series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=new_uid(),
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=algorithm.name,
-            software_versions=algorithm.version,
-            series_description=SR_SERIES_DESCRIPTION,
-            coding_schemes=[_coding_scheme()],
-            is_complete=True,
-            is_final=True,
-            is_verified=False,
+        content = _report(source, prediction, algorithm, explained)
+        return _comprehensive_sr(
+            [source.dataset], content, algorithm, series_uid, SR_SERIES_NUMBER, SR_SERIES_DESCRIPTION, instance_number
         )
 
     return _build("structured report", build)
@@ -404,7 +421,6 @@ def series_report(
 ) -> bytes:
     """A Comprehensive SR for the slices of one series: a measurement group per slice (its probabilities, class and
     check, referencing it) and the counts as a comment, with the not-a-diagnosis wording."""
-    import highdicom as hd
 
     if not slices:
         raise DicomResultError("a series summary needs at least one slice")
@@ -415,21 +431,14 @@ def series_report(
             for index, (source, prediction) in enumerate(slices, start=1)
         ]
         content = _measurement_report(groups, algorithm, [series_summary_text([p for _, p in slices])])
-        return hd.sr.ComprehensiveSR(
-            evidence=[source.dataset for source, _ in slices],
-            content=content,
-            series_instance_uid=series_uid,
-            series_number=SUMMARY_SERIES_NUMBER,
-            sop_instance_uid=new_uid(),
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=algorithm.name,
-            software_versions=algorithm.version,
-            series_description=SUMMARY_SERIES_DESCRIPTION,
-            coding_schemes=[_coding_scheme()],
-            is_complete=True,
-            is_final=True,
-            is_verified=False,
+        return _comprehensive_sr(
+            [source.dataset for source, _ in slices],
+            content,
+            algorithm,
+            series_uid,
+            SUMMARY_SERIES_NUMBER,
+            SUMMARY_SERIES_DESCRIPTION,
+            instance_number,
         )
 
     return _build("series summary", build)

@@ -107,7 +107,7 @@ def test_the_predictor_is_ready_on_the_built_in_model_with_an_empty_store(kubect
                 assert client.get(base + startup["httpGet"]["path"]).status_code == 200
                 assert time.monotonic() < deadline, f"the trained version was never served: {log_path}"
                 time.sleep(0.2)
-            assert body["status"] == "ready" and body["model"]["version"] == 3  # its metadata's version
+            assert body["status"] == "ready" and body["model"]["version"] == 1  # the number of its folder
             assert body["source"] == {"origin": "configured", "model_dir": str(store)}
             assert process.poll() is None
     finally:
