@@ -115,32 +115,44 @@ def test_a_request_over_its_deadline_gets_504_and_the_service_goes_on(
     assert client.app.state.batcher.depth == 0  # type: ignore[attr-defined]
 
 
+class Concurrency:
+    """How many calls of a wrapped function ran at once, at the most."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+
+def count_concurrent(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> Concurrency:
+    """Wrap ``module.name`` so that each call lasts at least 50 ms and the most calls at once are counted."""
+    calls, real = Concurrency(), getattr(module, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        with calls.lock:
+            calls.running += 1
+            calls.peak = max(calls.peak, calls.running)
+        time.sleep(0.05)
+        with calls.lock:
+            calls.running -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 def test_decodes_are_bounded(start: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
     from service.protocols import codec
 
     client = start(max_concurrent_decodes=1, max_concurrent_requests=16)
-    running, peak = 0, 0
-    lock = threading.Lock()
-    real = codec.decode_files
-
-    def counting_decode(*args: Any, **kwargs: Any) -> np.ndarray:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(codec, "decode_files", counting_decode)
+    calls = count_concurrent(monkeypatch, codec, "decode_files")
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = [
             pool.submit(client.post, "/predict", files={"file": ("x.jpg", payloads.good_jpeg(), "image/jpeg")})
             for _ in range(6)
         ]
         assert [f.result(60).status_code for f in futures] == [200] * 6
-    assert peak == 1
+    assert calls.peak == 1
 
 
 def test_probes_answer_while_every_worker_thread_is_busy_decoding(
@@ -268,21 +280,7 @@ def test_json_bodies_are_parsed_under_a_decode_slot(
     from service.protocols import codec
 
     client = start(max_concurrent_decodes=1, max_concurrent_requests=16)
-    running, peak = 0, 0
-    lock = threading.Lock()
-    real = codec.parse_json
-
-    def counting_parse(*args: Any, **kwargs: Any) -> Any:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(codec, "parse_json", counting_parse)
+    calls = count_concurrent(monkeypatch, codec, "parse_json")
     content = routes.json_pixels(body, np.full((1, 16, 16, 3), 80, dtype=np.uint8))
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = [
@@ -290,7 +288,7 @@ def test_json_bodies_are_parsed_under_a_decode_slot(
             for _ in range(6)
         ]
         assert [f.result(60).status_code for f in futures] == [200] * 6
-    assert peak == 1
+    assert calls.peak == 1
 
 
 def _longest_gil_hold(work: Callable[[], Any]) -> float:
