@@ -235,10 +235,10 @@ class Classifier:
             return True
 
     def use(self, model: LoadedModel) -> None:
-        """Serve ``model`` (already loaded and warm) from now on: one assignment, no gap in service."""
-        self._model = model
-        self._state, self._reason = ModelState.READY, None
-        self._fingerprint, self._failed = fingerprint(model.version_dir), None
+        """Serve ``model`` (already loaded and warm) from now on: one assignment, no gap in service.
+
+        Metrics and the log line come first and the state last, so whoever sees the service ready (``/readyz``)
+        also finds the line that says what it serves."""
         info = model.info
         metrics.MODEL_LOAD_SECONDS.set(info.load_seconds)
         metrics.set_model_info(info.name, info.version, info.runtime, info.device, info.precision)
@@ -254,6 +254,9 @@ class Classifier:
             info.load_seconds,
             info.runtime_reason,
         )
+        self._fingerprint, self._failed = fingerprint(model.version_dir), None
+        self._model = model
+        self._state, self._reason = ModelState.READY, None
 
     def _version_on_disk(self) -> tuple[Path, Fingerprint] | None:
         try:
@@ -289,7 +292,6 @@ class Classifier:
                 if not isinstance(exc, ModelLoadError):
                     log.exception("model version %s failed to load", target.name)
                 self._failed = (target, prints)
-                metrics.MODEL_RELOADS.labels(result="failure").inc()
                 if current is None:
                     self._reason = reason
                     log.error("model version %s not loaded: %s", target.name, reason)
@@ -300,6 +302,7 @@ class Classifier:
                         reason,
                         current.info.version,
                     )
+                metrics.MODEL_RELOADS.labels(result="failure").inc()  # counted once logged: the count implies the line
                 return False
             self.use(model)
             self._fingerprint = prints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -103,6 +104,29 @@ def test_not_ready_until_loaded(model_root):
     assert classifier.state is ModelState.IDLE and not classifier.ready
     with pytest.raises(ModelNotReadyError, match="model not ready: model not loaded yet"):
         classifier.predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8))
+
+
+def test_the_load_line_is_written_before_the_service_reports_ready(model_root):
+    """Whoever sees the service ready finds the line that says what it serves: the line comes first."""
+    classifier = Classifier(make_settings(model_root, warmup=False))
+    seen: list[tuple[str, bool]] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), classifier.ready))
+
+    logger = logging.getLogger("service.inference.classifier")
+    handler, level = Recorder(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert classifier.load() is True
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    served = [ready for message, ready in seen if message.startswith("serving ")]
+    assert served == [False]
+    assert classifier.ready
 
 
 def test_class_order_mismatch_refuses_the_model(mismatched_root):
