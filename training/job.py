@@ -3,7 +3,8 @@
 =============  ==========================================================================================
 prepare        read, de-duplicate and split the data (``training.train.prepare_data``); the dev folder
 finetune       fine-tune the ImageNet backbone (``training.train.fit``; its phases resume by themselves)
-probe          a linear probe on the frozen ImageNet features (``training.probe``)
+probe          a linear probe on the frozen ImageNet features (``training.probe``); before ``finetune`` with
+               ``--head-init probe`` (LP-FT: fine-tuning starts from the probe's head)
 mix            the WiSE-FT weight mix, alpha chosen by the recipe's rule (``training.mix``)
 temperature    temperature scaling fitted on a held-out half of validation (``training.train.validation_report``)
 ood_bank       the training split's embeddings, the "unlike the training images" score's bank
@@ -298,6 +299,10 @@ def train(config: TrainConfig) -> Path | None:
     overrides = config.overrides()
     config = replace(config, weights=resolve_weights(config.backbone, config.weights))
     check_alphas(config.mix_alphas)
+    if config.head_init == "probe" and config.from_stage == "probe":
+        raise ValueError(
+            "--from-stage probe: with --head-init probe the probe comes before fine-tuning; start a new run instead"
+        )
     if config.mixed_precision:
         import tensorflow as tf
 
@@ -325,11 +330,20 @@ def train(config: TrainConfig) -> Path | None:
     stages.record("prepare", prepare_key, {"split": data.info.get("split"), "dev": dev.info if dev else None}, times)
     write_data_report(report_dir, data.info)
 
+    probe_key = {k: getattr(config, k) for k in ("probe_c", "weights", "backbone", "image_size", "seed")}
+    probe: dict[str, Any] = {}
+    head = None
+    if config.head_init == "probe":  # LP-FT: the probe first, and fine-tuning starts from it
+        probe = stages.run("probe", probe_key, lambda: probe_stage(config, data, stages))
+        with np.load(stages.path("probe.npz")) as arrays:
+            head = (arrays["coef"], arrays["intercept"])
     phase_files = [work / "phases" / f"{name}.weights.h5" for name, *_ in training_phases(config)]
     already_tuned = config.resume and all(p.is_file() for p in phase_files)
     fit_key = {k: v for k, v in config.recipe_values().items() if k not in _AFTER_FIT}
+    if head is not None:
+        fit_key["probe_c"] = config.probe_c
     earlier = stages.stored("finetune", fit_key) if already_tuned else None
-    (_, history), times = timed("finetune", lambda: fit(config, data, strategy))
+    (_, history), times = timed("finetune", lambda: fit(config, data, strategy, head))
     if already_tuned:
         loaded = {"note": "its phases were complete: this is the time to load them"}
         times = {**(earlier["times"] if earlier else {**times, **loaded}), "resumed": True}
@@ -342,11 +356,9 @@ def train(config: TrainConfig) -> Path | None:
     tuned_file = phase_files[-1]  # the fine-tuned weights (the best epoch's, as early stopping restored them)
 
     dev_key = dev.info["fingerprint"] if dev else None
-    if check_alphas(config.mix_alphas) == (1.0,):
+    if head is None and check_alphas(config.mix_alphas) == (1.0,):
         stages.record("probe", {}, {"skipped": "no mix asked for (--mix-alphas 1)"}, _no_time())
-        probe: dict[str, Any] = {}
-    else:
-        probe_key = {k: getattr(config, k) for k in ("probe_c", "weights", "backbone", "image_size", "seed")}
+    elif head is None:
         probe = stages.run("probe", probe_key, lambda: probe_stage(config, data, stages))
     mix_key = {"alphas": config.mix_alphas, "rule": config.mix_rule, "dev": dev_key}
     mix = stages.run("mix", mix_key, lambda: mix_stage(config, data, dev, stages, tuned_file, mix_key))

@@ -36,6 +36,8 @@ log = logging.getLogger("training")
 
 _RECIPE = recipe()
 #: Options that say where and how to run, not what to train: never part of the recipe or the metadata.
+#: ``--head-init``: where fine-tuning's head starts (``probe``: LP-FT, Kumar et al. 2022).
+HEAD_INITS = ("random", "probe")
 RUN_OPTIONS = ("data", "test", "dev_dir", "model_dir", "work_dir", "report_dir", "resume", "from_stage", "progress")
 
 
@@ -59,6 +61,7 @@ class TrainConfig:
     image_size: int = _RECIPE["image_size"]
     crop_brain: bool = _RECIPE["crop_brain"]
     epochs: int = _RECIPE["epochs"]
+    head_init: str = _RECIPE["head_init"]
     freeze_epochs: int = _RECIPE["freeze_epochs"]
     batch_size: int = _RECIPE["batch_size"]
     learning_rate: float = _RECIPE["learning_rate"]
@@ -139,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--crop-brain", action=argparse.BooleanOptionalAction, default=d.crop_brain)
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument(
+        "--head-init",
+        choices=HEAD_INITS,
+        default=d.head_init,
+        help="the head fine-tuning starts from: random, or the linear probe on frozen features (LP-FT: the probe "
+        "stage runs first)",
+    )
     p.add_argument(
         "--freeze-epochs",
         type=int,
@@ -433,7 +443,11 @@ def _first_trainable(layers: list[Any], prefix: str | None) -> int:
 
 
 def training_phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
-    """(name, epochs, learning rate, backbone trainable) for each training phase."""
+    """(name, epochs, learning rate, backbone trainable) for each training phase. A head that starts from the
+    probe (LP-FT) is fine-tuned at the fine-tuning rate, with or without head epochs before."""
+    if config.head_init == "probe":
+        head = [("head", config.freeze_epochs, config.learning_rate, False)] if config.freeze_epochs > 0 else []
+        return [*head, ("finetune", config.epochs, config.fine_tune_learning_rate, True)]
     if config.freeze_epochs > 0:
         return [
             ("head", config.freeze_epochs, config.learning_rate, False),
@@ -442,12 +456,15 @@ def training_phases(config: TrainConfig) -> list[tuple[str, int, float, bool]]:
     return [("train", config.epochs, config.learning_rate, True)]
 
 
-def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, dict[str, list[float]]]:
-    """Train through the phases with early stopping, LR reduction and per-epoch checkpoints (resumable)."""
+def fit(
+    config: TrainConfig, data: PreparedData, strategy: Any, head: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[Any, dict[str, list[float]]]:
+    """Train through the phases with early stopping, LR reduction and per-epoch checkpoints (resumable),
+    starting from ``head`` (the Dense kernel and bias: the linear probe, for LP-FT) when given."""
     import keras
 
     from training.data import class_weights
-    from training.model import backbone_layers, build_model
+    from training.model import LOGITS_LAYER, backbone_layers, build_model
 
     work = Path(config.work_dir)
     if not config.resume and work.exists():
@@ -471,6 +488,8 @@ def fit(config: TrainConfig, data: PreparedData, strategy: Any) -> tuple[Any, di
     val_ds = make_dataset(data.val_images, data.val_labels, global_batch, None, None, config.seed)
     with strategy.scope():
         model = build_model(config.image_size, config.weights, config.backbone, config.dropout)
+        if head is not None:
+            model.get_layer(LOGITS_LAYER).set_weights([np.asarray(w, np.float32) for w in head])
     history: dict[str, list[float]] = {}
     for name, epochs, lr, trainable in training_phases(config):
         done = work / "phases" / f"{name}.weights.h5"

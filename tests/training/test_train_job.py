@@ -302,3 +302,26 @@ def test_resume_reuses_the_stages_and_continues_a_fine_tuned_work_dir(
     assert [s["resumed"] for s in meta["stages"] if s["stage"] != "finetune"] == [False] * 8
     assert sorted(meta["wise_ft"]["mixes"]) == ["0.0", "1.0"]
     assert meta["history"] == _metadata(trained)["history"]
+
+
+def test_lp_ft_runs_the_probe_first_and_fine_tunes_from_its_head(synthetic_dataset, dev_folder, tmp_path):
+    """``--head-init probe`` (LP-FT): the probe stage runs before fine-tuning and fine-tuning starts from its
+    head; with a learning rate of 0 the fine-tuned head is the probe's, exactly."""
+    from training.model import LOGITS_LAYER, build_model
+
+    argv = _argv(tmp_path, synthetic_dataset, dev_folder, "--head-init", "probe", "--fine-tune-learning-rate", "0")
+    assert main(argv) == 0
+    work = tmp_path / "work"
+    assert sorted(p.name for p in (work / "phases").iterdir()) == ["finetune.weights.h5"], "no head-only phase"
+    records = {s: json.loads((work / "stages" / f"{s}.json").read_text()) for s in ("probe", "finetune")}
+    assert records["probe"]["times"]["finished"] <= records["finetune"]["times"]["finished"]
+    assert records["finetune"]["key"]["head_init"] == "probe" and "probe_c" in records["finetune"]["key"]
+    model = build_model(32, "none", "efficientnet_lite0", 0.3)
+    model.load_weights(work / "phases" / "finetune.weights.h5")
+    kernel, bias = model.get_layer(LOGITS_LAYER).get_weights()
+    with np.load(work / "stages" / "probe.npz") as probe:
+        np.testing.assert_array_equal(kernel, probe["coef"])
+        np.testing.assert_array_equal(bias, probe["intercept"])
+    meta = json.loads((tmp_path / "model" / "1" / "metadata.json").read_text())
+    assert meta["training"]["head_init"] == "probe" and meta["wise_ft"]["linear_probe"]["c"] in recipe()["probe_c"]
+    assert meta["recipe_overrides"]["head_init"] == ["random", "probe"]
