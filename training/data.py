@@ -1,8 +1,8 @@
 """Reading an image-folder dataset, finding exact and near duplicates, and splitting without leaks.
 
 The folder holds one sub-folder per class (names or aliases from :mod:`service.labels`). Every image is decoded
-with the service's own :func:`service.imaging.preprocessing.decode_image` and resized with its ``to_model_input``, so
-training sees exactly what the service will see.
+with the service's own :func:`service.imaging.preprocessing.model_pixels` and resized with its ``to_model_input``,
+so training sees exactly what the service will see.
 
 Duplicates: two images are the same when their decoded pixels are identical (exact) or when the correlation of
 their standardised 32x32 grayscale thumbnails is at least ``near_threshold`` (the same image re-encoded, resized
@@ -27,7 +27,8 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from service.errors import ServiceError
-from service.imaging.preprocessing import PreprocessConfig, decode_image, thumbnail, to_model_input
+from service.imaging.pixels import as_rgb
+from service.imaging.preprocessing import PreprocessConfig, model_pixels, thumbnail, to_model_input
 from service.labels import CLASSES, NUM_CLASSES, UnknownLabelError, canonical_label
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def load_images(
     skipped_list = list(skipped)
     for sample in tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False):
         try:
-            rgb = decode_image(sample.path.read_bytes())
+            rgb = as_rgb(model_pixels(sample.path.read_bytes(), config))
         except (ServiceError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ServiceError) else "unreadable file"
             skipped_list.append((sample.rel, reason))

@@ -4,6 +4,8 @@ Training and serving both call :func:`preprocess`, so the two cannot drift apart
 the bytes (never from a file name or a declared content type). Every accepted format is converted the same way:
 
 1. decode (JPEG, PNG or single-frame DICOM), refusing images over ``max_pixels`` before the pixels are read;
+   a JPEG of at least four times the model input on both sides is decoded at 1/2, 1/4 or 1/8 scale in the
+   DCT domain, keeping both sides at least twice the model input (:func:`model_pixels`);
 2. convert to 8-bit RGB: EXIF orientation applied, transparency composited on black (MRI background),
    16-bit and DICOM intensities windowed to 0-255, CMYK and palette images converted;
 3. optionally crop to the brain (bounding box of the foreground, with a margin);
@@ -29,6 +31,8 @@ DEFAULT_IMAGE_SIZE = 224
 #: Images longer than this are shrunk before padding: padding a 40000 x 8 strip to a square would allocate
 #: 40000^2 x 3 bytes (4.8 GB) for a file of a few hundred bytes. Smaller images take the exact path.
 MAX_PADDED_SIDE = 2048
+#: A JPEG is decoded at reduced scale only while both its sides stay at least this many times the model input.
+DECODE_MARGIN = 2
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: Set once, not per image (``warnings.catch_warnings`` is not thread-safe: restoring the filters it saved can
@@ -131,12 +135,14 @@ def _pil_pixels(image: Image.Image) -> np.ndarray:
     return grey if grey is not None else np.asarray(rgb, dtype=np.uint8)
 
 
-def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
+def _decode_pil(data: bytes, fmt: str, max_pixels: int, min_side: int | None = None) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
         check_pixels(image.width, image.height, max_pixels)
         if getattr(image, "n_frames", 1) > 1:
             raise BadImageError("animated or multi-frame images are not accepted")
+        if min_side and fmt == "JPEG":  # libjpeg's scaled IDCT: 1/2, 1/4 or 1/8, both sides kept >= min_side
+            image.draft(image.mode, (min_side, min_side))
         image.load()
         return _pil_pixels(image)
     except (PayloadTooLargeError, BadImageError):
@@ -147,16 +153,20 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         raise BadImageError(f"could not decode the {fmt} image (corrupt or truncated)") from None
 
 
-def decode_pixels(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG, PNG or DICOM bytes to 8-bit pixels of the image's own size: a (H, W) plane when the image
-    is grey (every channel equal), else (H, W, 3) RGB. ``as_rgb`` of it is :func:`decode_image`."""
+def decode_pixels(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """Decode JPEG, PNG or DICOM bytes to 8-bit pixels: a (H, W) plane when the image is grey (every channel
+    equal), else (H, W, 3) RGB. ``as_rgb`` of it is :func:`decode_image`.
+
+    Of the image's own size, except that with ``min_side`` a JPEG at least twice that on both sides is decoded
+    at 1/2, 1/4 or 1/8 of its size in the DCT domain (both sides still at least ``min_side``): the inverse DCT,
+    the chroma upsampling and every later step then work on a quarter of the pixels or fewer."""
     fmt = sniff_format(data)
     if fmt == "DICOM":
         from service.imaging.dicom import decode_dicom
 
         pixels = decode_dicom(data, max_pixels=max_pixels)
     else:
-        pixels = _decode_pil(data, fmt, max_pixels)
+        pixels = _decode_pil(data, fmt, max_pixels, min_side)
     check_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
     return pixels
 
@@ -216,6 +226,13 @@ def brain_bounding_box(pixels: np.ndarray, margin: float = 0.05) -> tuple[int, i
     return int(top), int(bottom), int(left), int(right)
 
 
+def model_pixels(data: bytes, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decoded pixels as :func:`to_model_input` takes them: large JPEGs decoded at reduced scale, but never
+    below ``DECODE_MARGIN`` times the model input on either side, so a brain crop of half the image or more is
+    still shrunk, never enlarged. Training and serving both decode with this."""
+    return decode_pixels(data, max_pixels=max_pixels, min_side=DECODE_MARGIN * config.image_size)
+
+
 def to_model_input(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Crop (optionally), pad to square and resize decoded pixels (RGB, or one grey plane: the same result as
     its RGB, in a third of the work) to the model's input, (size, size, 3) RGB."""
@@ -243,7 +260,7 @@ def to_model_input(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 def preprocess(data: bytes, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Bytes of a JPEG/PNG/DICOM file to a ``uint8`` (size, size, 3) model input."""
-    return to_model_input(decode_pixels(data, max_pixels=max_pixels), config)
+    return to_model_input(model_pixels(data, config, max_pixels), config)
 
 
 def thumbnail(rgb: np.ndarray, side: int = 32) -> np.ndarray:

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.imaging.preprocessing import PreprocessConfig
+from service.imaging.preprocessing import PreprocessConfig, decode_pixels, preprocess
 from service.labels import CLASSES
 from training.data import (
     DatasetError,
+    Sample,
     class_weights,
     deduplicate,
     find_twins,
@@ -137,3 +138,22 @@ def test_fingerprint_changes_with_the_file_list(tmp_path, synthetic_dataset):
     assert before == fingerprint(scan_folder(root)[0])
     Path(root / "no_tumor" / "img_000.jpg").unlink()
     assert fingerprint(scan_folder(root)[0]) != before
+
+
+def test_training_inputs_are_the_services_for_large_and_small_jpegs(tmp_path):
+    """A large JPEG is decoded at reduced scale by the service; training decodes it the same way, so the model
+    input it trains on is the service's, bit for bit."""
+    from PIL import Image
+
+    from tests.synthetic import mri_like
+
+    config = PreprocessConfig(image_size=32, crop_brain=True)
+    samples = []
+    for side in (48, 600):
+        path = tmp_path / f"{side}.jpg"
+        Image.fromarray(mri_like(2, np.random.default_rng(side), side)).save(path, quality=90)
+        samples.append(Sample(path, 2, f"pituitary/{path.name}"))
+    loaded = load_images(samples, config, progress=False)
+    for sample, image in zip(samples, loaded.images, strict=True):
+        assert np.array_equal(image, preprocess(sample.path.read_bytes(), config))
+    assert decode_pixels(samples[1].path.read_bytes()).shape[:2] == (600, 600)  # what a full decode would give

@@ -14,6 +14,8 @@ from service.imaging.preprocessing import (
     _mean_percentile,
     brain_bounding_box,
     decode_image,
+    decode_pixels,
+    model_pixels,
     preprocess,
     sniff_format,
     to_model_input,
@@ -231,3 +233,26 @@ def test_dicom_decoding_does_not_import_the_preprocessing():
             seen.add(module)
             todo += _service_imports(module)
     assert "imaging.preprocessing" not in seen, seen
+
+
+@pytest.mark.parametrize(
+    ("side", "decoded"),
+    [(100, 100), (127, 127), (128, 64), (255, 128), (256, 64), (520, 65), (1024, 128)],
+)
+def test_large_jpegs_are_decoded_at_reduced_scale_never_below_twice_the_input(side, decoded):
+    """With a 32 px input, a JPEG is decoded at 1/2, 1/4 or 1/8 scale only while both sides stay >= 64 px (the
+    largest reduction that keeps them so); smaller JPEGs and every PNG are decoded at their own size."""
+    rgb = mri_like(1, np.random.default_rng(5), side)
+    jpeg, png = encode(Image.fromarray(rgb), "JPEG", quality=95), encode(Image.fromarray(rgb), "PNG")
+    config = PreprocessConfig(image_size=32, crop_brain=True)
+    pixels = model_pixels(jpeg, config)
+    scale = max(s for s in (1, 2, 4, 8) if side >= 64 * s)
+    assert pixels.shape[:2] == (decoded, decoded) and decoded == -(-side // scale)
+    assert model_pixels(png, config).shape[:2] == (side, side)
+    assert np.array_equal(preprocess(jpeg, config), to_model_input(pixels, config))
+    if decoded == side:  # the exact path: what a full decode gives, bit for bit
+        assert np.array_equal(preprocess(jpeg, config), to_model_input(decode_pixels(jpeg), config))
+    else:  # the same picture, resampled another way: close, not equal
+        full = to_model_input(decode_pixels(jpeg), config).astype(np.float64).ravel()
+        reduced = preprocess(jpeg, config).astype(np.float64).ravel()
+        assert np.corrcoef(reduced, full)[0, 1] > 0.95  # a rotated copy: about 0.44
