@@ -1,9 +1,9 @@
 """Training-only augmentation, applied in the tf.data pipeline (never part of the exported model).
 
 Left-right flips, small rotations, zoom and translation, contrast, brightness and gamma changes, blur, noise,
-lower resolution and inversion of the tissue intensities (dark background kept): changes that imitate other
-scanners, sequences and crops. Mixup blends pairs of images and their labels. No up-down flip unless asked for
-(brains have a top).
+lower resolution, inversion of the tissue intensities and a random remapping of them (dark background kept):
+changes that imitate other scanners, sequences and crops. Mixup blends pairs of images and their labels. No
+up-down flip unless asked for (brains have a top).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class AugmentConfig:
     noise_std: float = 0.0  # in pixel units (0-255)
     downscale_probability: float = 0.0  # shrink to 35-100% and back up: other resolutions and re-encodings
     invert_probability: float = 0.0  # tissue intensities inverted, background kept dark (T1 <-> T2-like contrast)
+    remap_probability: float = 0.0  # tissue intensities through a random piecewise-linear curve: other sequences
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels
 
     def __post_init__(self) -> None:
@@ -94,6 +95,8 @@ def make_augment_fn(config: AugmentConfig, seed: int):  # type: ignore[no-untype
             x = _downscale(x, rng, config.downscale_probability)
         if config.invert_probability > 0:
             x = _invert_tissue(x, rng, config.invert_probability)
+        if config.remap_probability > 0:
+            x = _remap_tissue(x, rng, config.remap_probability)
         if config.noise_std > 0:
             x = x + rng.normal(tf.shape(x), stddev=config.noise_std)
         x = tf.clip_by_value(x, 0.0, 255.0)
@@ -123,6 +126,30 @@ def _invert_tissue(x: tf.Tensor, rng: tf.random.Generator, probability: float) -
     tissue = tf.reduce_mean(x, axis=-1, keepdims=True) > 20.0
     inverted = tf.where(tissue, 275.0 - x, x)
     return tf.where(_per_image(rng, x, probability), inverted, x)
+
+
+#: The remapping curve: knots at 0, 1/K, ..., 1 of the range, each but the first moved by up to +-REMAP_SHIFT.
+REMAP_KNOTS = 5
+REMAP_SHIFT = 0.35
+
+
+def _remap_tissue(x: tf.Tensor, rng: tf.random.Generator, probability: float) -> tf.Tensor:
+    """Map the intensities inside the head through a random piecewise-linear curve per image (MONAI's
+    ``RandHistogramShift``, with knots free to cross: tissues may swap brightness as between T1, T2 and FLAIR);
+    the background stays dark."""
+    batch, k = tf.shape(x)[0], REMAP_KNOTS
+    shift = rng.uniform([batch, k], -REMAP_SHIFT, REMAP_SHIFT)
+    knots = tf.clip_by_value(tf.linspace(1.0 / k, 1.0, k)[None] + shift, 0.0, 1.0) * 255.0
+    knots = tf.concat([tf.zeros([batch, 1]), knots], axis=1)  # [batch, K + 1]; 0 stays 0
+    position = tf.clip_by_value(x / 255.0, 0.0, 1.0) * float(REMAP_KNOTS)
+    index = tf.minimum(tf.cast(tf.floor(position), tf.int32), k - 1)
+    fraction = position - tf.cast(index, tf.float32)
+    flat = tf.reshape(index, [batch, -1])
+    low = tf.reshape(tf.gather(knots, flat, batch_dims=1), tf.shape(x))
+    high = tf.reshape(tf.gather(knots, flat + 1, batch_dims=1), tf.shape(x))
+    tissue = tf.reduce_mean(x, axis=-1, keepdims=True) > 20.0
+    remapped = tf.where(tissue, low + fraction * (high - low), x)
+    return tf.where(_per_image(rng, x, probability), remapped, x)
 
 
 def _mixup(

@@ -34,7 +34,11 @@ def test_the_recipe_is_the_shipped_models() -> None:
     config = config_from_args(["--data", "unused"]).recipe_values()
     assert config.pop("weights") == "imagenet"
     assert Path(trained.pop("weights")).name == "efficientnet_lite0_imagenet.weights.h5"
+    augment, shipped_augment = config.pop("augment"), trained.pop("augment")
+    newer = {k: v for k, v in augment.items() if k not in shipped_augment}
+    assert all(v == 0 for v in newer.values()), f"augmentations newer than the shipped model must be off: {newer}"
     differing = {k: (config.get(k), v) for k, v in trained.items() if config.get(k) != v}
+    differing |= {k: (augment[k], v) for k, v in shipped_augment.items() if augment.get(k) != v}
     assert not differing, f"recipe vs shipped model (recipe, shipped): {differing}"
     values = recipe()
     wise = shipped["wise_ft"]

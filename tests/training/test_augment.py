@@ -58,6 +58,24 @@ def test_invert_changes_tissue_but_keeps_background_dark() -> None:
     np.testing.assert_allclose(x[~background], 275.0 - images[~background])
 
 
+def test_remap_passes_tissue_through_one_random_curve_per_image_and_keeps_background_dark() -> None:
+    """Every tissue pixel of one value gets one new value (a curve, per image), the background stays 0, curves
+    differ between images, and some cross (a brighter tissue becomes the darker one: another sequence)."""
+    ramp = np.zeros((16, 8, 256, 3), np.uint8)
+    ramp[:, :, 21:, :] = np.arange(21, 256, dtype=np.uint8)[None, None, :, None]
+    labels, weights = tf.one_hot(tf.zeros(16, tf.int32), 4), tf.ones(16)
+    config = AugmentConfig(**{**OFF.to_dict(), "remap_probability": 1.0})
+    x = make_augment_fn(config, 3)(tf.constant(ramp), labels, weights)[0].numpy()
+    assert np.all(x[:, :, :21] == 0) and x.min() >= 0 and x.max() <= 255
+    np.testing.assert_allclose(x, np.broadcast_to(x[:, :1, :, :1], x.shape), atol=1e-4)  # a function of the value
+    curves = x[:, 0, 21:, 0]
+    assert not np.allclose(curves, ramp[:, 0, 21:, 0]), "nothing changed"
+    assert len({tuple(np.round(c, 1)) for c in curves}) == 16, "one curve for all images"
+    assert any(np.any(np.diff(c) < -1) for c in curves), "no curve ever reverses a contrast"
+    kept = make_augment_fn(AugmentConfig(**{**OFF.to_dict(), "remap_probability": 0.0}), 3)
+    np.testing.assert_array_equal(kept(tf.constant(ramp), labels, weights)[0].numpy(), ramp.astype(np.float32))
+
+
 def test_downscale_blurs_edges_but_keeps_mean_intensity() -> None:
     x, _, _ = _run(AugmentConfig(**{**OFF.to_dict(), "downscale_probability": 1.0}))
     images = _batch()[0].numpy().astype(np.float32)
