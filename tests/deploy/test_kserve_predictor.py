@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import ROOT, run_tool
-from tests.processes import free_port, serve_command
+from tests.processes import free_port, serve_command, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -111,9 +111,4 @@ def test_the_predictor_is_ready_on_the_built_in_model_with_an_empty_store(kubect
             assert body["source"] == {"origin": "configured", "model_dir": str(store)}
             assert process.poll() is None
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from service.config import DicomNodeSettings
 from service.dicom_node.node import DicomNode
 from service.inference.classifier import Classifier
-from tests.processes import free_port
+from tests.processes import free_port, stop_process
 from tests.service import images
 from tests.service.conftest import client, make_settings, open_client
 
@@ -103,13 +103,8 @@ class Orthanc:
         raise AssertionError(f"Orthanc did not start:\n{self.log[-3000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process, grace_s=20, kill_wait_s=5)
         self.rest.close()
 
     def add_modality(self, name: str, aet: str, port: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.processes import free_port, serve_command
+from tests.processes import free_port, serve_command, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -71,12 +71,7 @@ def serve(
                 time.sleep(0.3)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 @contextmanager
