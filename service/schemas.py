@@ -205,6 +205,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No model of that name or version is served."}
 }
+#: The 503 of a readiness route (``/readyz``, SageMaker's ``/ping``): the same body as its 200.
+NOT_READY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Readiness, "description": "Loading, or the model failed to load."}
+}
 
 
 class Explanation(BaseModel):

@@ -9,7 +9,7 @@ from service import metrics
 from service.http.deps import ClassifierDep
 from service.inference import model_source
 from service.inference.classifier import Classifier
-from service.schemas import Liveness, ModelSourceStatus, ModelStatus, Readiness
+from service.schemas import NOT_READY_RESPONSE, Liveness, ModelSourceStatus, ModelStatus, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -47,7 +47,7 @@ async def healthz() -> Liveness:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Loading, or the model failed to load."}},
+    responses=NOT_READY_RESPONSE,
     summary="Readiness: 200 only when the model is loaded and warmed up",
 )
 async def readyz(classifier: ClassifierDep) -> JSONResponse:

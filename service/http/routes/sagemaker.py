@@ -22,7 +22,7 @@ from service.http.routes.tfserving import predict_json
 from service.http.uploads import read_body
 from service.inference import pipeline
 from service.protocols import codec
-from service.schemas import ERROR_RESPONSES, Readiness, TFServingPrediction, image_request_body
+from service.schemas import ERROR_RESPONSES, NOT_READY_RESPONSE, Readiness, TFServingPrediction, image_request_body
 
 router = APIRouter(tags=["sagemaker"])
 
@@ -30,7 +30,7 @@ router = APIRouter(tags=["sagemaker"])
 @router.get(
     "/ping",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Loading, or the model failed to load."}},
+    responses=NOT_READY_RESPONSE,
     summary="SageMaker health check (the same truth as /readyz)",
 )
 async def ping(classifier: ClassifierDep) -> JSONResponse:
